@@ -1,0 +1,66 @@
+# npcd developer commands. `make run` and `make test` are all a fresh machine needs: each creates
+# or updates the virtualenv in .venv/ and generates the protobuf code before doing its job.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PROTOS := $(wildcard proto/npcd/v1/*.proto)
+# Generated next to the package so that protoc's own imports (`from npcd.v1 import npcd_pb2`)
+# resolve; see proto/README.md for why the generated code is not committed.
+PB2    := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
+
+ARGS ?=
+
+.PHONY: all run test lint types unit fmt proto bench soak clean distclean
+
+all: $(STAMP) proto
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+	  || { echo "npcd needs Python 3.11 or newer as '$(PYTHON)' (set PYTHON=...)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+proto: $(PB2)
+
+npcd/v1/%_pb2.py: proto/npcd/v1/%.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto \
+	  --python_out=. --grpc_python_out=. \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=. \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=. \
+	  $<
+
+# Starts the daemon with the sample characters on the embedded local backend.
+run: all
+	$(BIN)/npcd serve --characters characters $(ARGS)
+
+# The whole suite: lint, types, then every test (what CI runs).
+test: all lint types
+	$(BIN)/python -m pytest $(ARGS)
+
+unit: all
+	$(BIN)/python -m pytest tests/unit $(ARGS)
+
+lint: all
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: all
+	$(BIN)/mypy
+
+fmt: all
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: all
+	$(BIN)/python bench/audio_codec.py
+
+clean:
+	rm -f npcd/v1/*_pb2*.py npcd/v1/*_pb2*.pyi
+	rm -rf .mypy_cache .ruff_cache .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,168 @@
+"""The `npcd` command line: argv -> Settings -> action, and exit codes. No logic of its own.
+
+Exit codes: 0 success; 1 `validate` found problems; 2 npcd could not start or was misused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from npcd import __version__
+from npcd.config import DEFAULT_LISTEN, Settings, env_default, parse_listen
+from npcd.errors import StartupError
+from npcd.log import setup_logging
+from npcd.personas import PersonaIssue, load_directory, load_files
+from npcd.personas.loader import PERSONA_SUFFIXES
+from npcd.personas.model import base_persona_json_schema, persona_json_schema
+from npcd.personas.yamlsource import YamlSourceError, read_yaml
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npcd", description="Real-time voice conversations for game NPCs."
+    )
+    parser.add_argument("--version", action="version", version=f"npcd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument(
+        "--listen",
+        default=env_default("LISTEN", DEFAULT_LISTEN),
+        help="gRPC address: HOST:PORT or unix:///path/to/npcd.sock "
+        f"(env NPCD_LISTEN; default {DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--characters",
+        type=Path,
+        default=Path(env_default("CHARACTERS", "characters")),
+        help="folder of persona files (env NPCD_CHARACTERS; default ./characters)",
+    )
+    serve.add_argument(
+        "--backend",
+        default=env_default("BACKEND", "local"),
+        help="local (embedded, offline), openai, azure, or a ws:// URL of a compatible "
+        "server (env NPCD_BACKEND; default local)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=env_default("LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="env NPCD_LOG_LEVEL; default INFO",
+    )
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        default=env_default("ALLOW_REMOTE", "") == "1",
+        help="allow listening on a non-loopback address (env NPCD_ALLOW_REMOTE=1)",
+    )
+
+    validate = commands.add_parser("validate", help="check persona files; exit 1 on problems")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+
+    characters = commands.add_parser("characters", help="list the characters in a folder")
+    characters.add_argument(
+        "--characters", type=Path, default=Path(env_default("CHARACTERS", "characters"))
+    )
+
+    schema = commands.add_parser("schema", help="print the persona JSON Schema")
+    schema.add_argument(
+        "--base", action="store_true", help="the schema for base files (nothing required)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "validate":
+            return _validate(args.paths)
+        if args.command == "characters":
+            return _characters(args.characters)
+        if args.command == "schema":
+            schema = base_persona_json_schema() if args.base else persona_json_schema()
+            print(json.dumps(schema, indent=2))
+            return 0
+    except StartupError as exc:
+        print(f"npcd: {exc.message}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees one
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from npcd.server.app import serve_forever
+
+    setup_logging(args.log_level)
+    settings = Settings(
+        listen=parse_listen(args.listen),
+        characters=args.characters,
+        backend=args.backend,
+        log_level=args.log_level,
+        allow_remote=args.allow_remote,
+    )
+    try:
+        asyncio.run(serve_forever(settings))
+    except StartupError as exc:
+        logging.getLogger("npcd").error("%s", exc.message)
+        return 2
+    return 0
+
+
+def _validate(paths: Sequence[Path]) -> int:
+    issues: list[PersonaIssue] = []
+    names: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            catalog = load_directory(path)
+        elif path.name.startswith("_"):
+            issues.extend(_check_base(path))
+            continue
+        elif path.is_file():
+            catalog = load_files([path], root=path.parent)
+        else:
+            issues.append(PersonaIssue(path, None, 1, "", "no such file or folder"))
+            continue
+        issues.extend(catalog.issues)
+        names.extend(catalog.personas)
+    for issue in issues:
+        print(issue)
+    if issues:
+        files = len({issue.file for issue in issues})
+        plural = "s" if len(issues) != 1 else ""
+        print(f"{len(issues)} problem{plural} in {files} file{'s' if files != 1 else ''}")
+        return 1
+    print(f"ok: {len(names)} character{'s' if len(names) != 1 else ''} ({', '.join(names)})")
+    return 0
+
+
+def _check_base(path: Path) -> list[PersonaIssue]:
+    """Base files are checked for syntax here, and fully through the characters that extend them."""
+    if path.suffix not in PERSONA_SUFFIXES:
+        return [PersonaIssue(path, None, 1, "", "not a .yaml file")]
+    try:
+        read_yaml(path)
+    except YamlSourceError as exc:
+        return [PersonaIssue(exc.file, exc.line, exc.column, "", exc.message)]
+    return []
+
+
+def _characters(folder: Path) -> int:
+    catalog = load_directory(folder)
+    for issue in catalog.issues:
+        print(issue, file=sys.stderr)
+    rows = [("ID", "NAME", "VOICE", "ACTIONS")]
+    for loaded in catalog.personas.values():
+        p = loaded.persona
+        rows.append((p.id, p.name, p.voice, ", ".join(p.action_names) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]))
+    return 1 if catalog.issues else 0

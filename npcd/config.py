@@ -1,0 +1,109 @@
+"""Settings: the one reader of command-line flags and ``NPCD_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from npcd.errors import StartupError
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+#: Unix socket paths longer than this do not fit in sockaddr_un on Linux (108 with the NUL).
+MAX_UNIX_PATH = 107
+BACKENDS = ("local", "openai", "azure")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the gRPC server listens: a TCP host and port, or a Unix socket path."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: Path | None = None
+
+    @property
+    def grpc_target(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.unix_path is not None or self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def with_port(self, port: int) -> ListenAddress:
+        return ListenAddress(self.host, port, self.unix_path)
+
+    def __str__(self) -> str:
+        return f"unix://{self.unix_path}" if self.unix_path else self.grpc_target
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse ``127.0.0.1:50051``, ``[::1]:50051``, ``unix:///run/npcd.sock`` or a socket path."""
+    text = text.strip()
+    if text.startswith("unix:") or text.startswith("/") or text.endswith(".sock"):
+        raw = text.removeprefix("unix://").removeprefix("unix:")
+        if not raw:
+            raise StartupError("--listen unix: needs a socket path, e.g. unix:///tmp/npcd.sock")
+        path = Path(raw).expanduser().absolute()
+        if len(os.fsencode(path)) > MAX_UNIX_PATH:
+            raise StartupError(
+                f"Unix socket path is {len(os.fsencode(path))} bytes; the OS limit is "
+                f"{MAX_UNIX_PATH}: choose a shorter path"
+            )
+        return ListenAddress(unix_path=path)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise StartupError(f"--listen {text!r}: expected HOST:PORT (e.g. {DEFAULT_LISTEN})")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise StartupError(f"--listen {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise StartupError(f"--listen {text!r}: port must be between 0 and 65535")
+    return ListenAddress(host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the daemon is configured with."""
+
+    listen: ListenAddress = field(default_factory=lambda: parse_listen(DEFAULT_LISTEN))
+    characters: Path = Path("characters")
+    backend: str = "local"
+    log_level: str = "INFO"
+    allow_remote: bool = False
+    #: Seconds running conversations get to finish on SIGTERM before they are cut.
+    shutdown_grace: float = 5.0
+    #: Largest gRPC message accepted from a client (an audio chunk is at most 1 s: 384 KB).
+    max_message_bytes: int = 1024 * 1024
+
+    def check(self) -> None:
+        """Refuse settings that are unsafe or cannot work, with a message saying why."""
+        if not self.listen.is_loopback and not self.allow_remote:
+            raise StartupError(
+                f"refusing to listen on {self.listen}: not a loopback address. npcd has no "
+                "authentication yet; pass --allow-remote if you really want other machines "
+                "to reach it"
+            )
+        if self.backend not in BACKENDS and not self.backend.startswith(("ws://", "wss://")):
+            raise StartupError(
+                f"unknown backend {self.backend!r}: choose {', '.join(BACKENDS)} "
+                "or a ws:// / wss:// URL of a compatible Realtime server"
+            )
+
+
+def env_default(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The value of ``NPCD_<name>`` if set, else ``default``."""
+    value = (environ if environ is not None else os.environ).get(f"NPCD_{name}", "")
+    return value or default

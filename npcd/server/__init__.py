@@ -1,0 +1,1 @@
+"""The gRPC shell: servicer, server lifecycle, conversions. Generated protobuf types stop here."""

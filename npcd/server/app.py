@@ -1,0 +1,179 @@
+"""The daemon's lifecycle: load personas, build and bind the gRPC server, serve, shut down.
+
+Shutdown order (SIGINT or SIGTERM): health flips to NOT_SERVING at once so load balancers and
+engines stop starting conversations, then running calls get `Settings.shutdown_grace` seconds,
+then the server stops and a Unix socket file is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from npcd.config import ListenAddress, Settings
+from npcd.errors import StartupError
+from npcd.personas import Catalog, load_directory
+from npcd.server.service import SERVICE_NAME, NpcService
+from npcd.v1 import npcd_pb2_grpc as pb_grpc
+
+_LOGGER = logging.getLogger("npcd.server")
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A started server and what tests and the CLI need to know about it."""
+
+    server: grpc.aio.Server
+    address: ListenAddress
+    health: health.aio.HealthServicer
+    catalog: Catalog
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """Load the persona directory, refusing to start on any invalid persona."""
+    catalog = load_directory(settings.characters)
+    if catalog.issues:
+        lines = "\n  ".join(str(issue) for issue in catalog.issues)
+        raise StartupError(
+            f"invalid persona files in {settings.characters} "
+            f"(run `npcd validate {settings.characters}`):\n  {lines}"
+        )
+    if not catalog.personas:
+        raise StartupError(f"no persona files (*.yaml) in {settings.characters}")
+    return catalog
+
+
+async def start_server(settings: Settings, catalog: Catalog) -> RunningServer:
+    """Build, bind and start the gRPC server (does not wait for it to stop)."""
+    settings.check()
+    options = [
+        # Refuse to share a port with another process (gRPC allows it by default).
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", 4 * settings.max_message_bytes),
+        # Ping idle engines so a crashed game's half-open streams are noticed within a minute.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_NpcServiceServicer_to_server(NpcService(lambda: catalog.personas), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = settings.listen
+    if address.unix_path is not None:
+        await _prepare_unix_socket(address.unix_path)
+    try:
+        port = server.add_insecure_port(address.grpc_target)
+    except RuntimeError:
+        raise StartupError(
+            f"cannot listen on {address}: the address is in use or not available "
+            "(is another npcd running? choose another with --listen)"
+        ) from None
+    if address.unix_path is not None:
+        os.chmod(address.unix_path, 0o600)  # second layer; the 0700 folder is the first
+    else:
+        address = address.with_port(port)
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, address, health_servicer, catalog)
+
+
+async def stop_server(running: RunningServer, grace: float) -> None:
+    """Graceful stop: NOT_SERVING first, then let calls finish, then remove the socket."""
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(grace)
+    if running.address.unix_path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            running.address.unix_path.unlink()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, catalog: Catalog | None = None
+) -> AsyncIterator[RunningServer]:
+    """Run a server for the duration of a ``async with`` block (tests, embedding)."""
+    running = await start_server(settings, catalog or load_catalog(settings))
+    try:
+        yield running
+    finally:
+        await stop_server(running, grace=0)
+
+
+async def serve_forever(settings: Settings) -> None:
+    """The `npcd serve` command: run until SIGINT or SIGTERM."""
+    catalog = load_catalog(settings)
+    running = await start_server(settings, catalog)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    _LOGGER.info(
+        "npcd %s listening on %s: %d characters (%s), backend %s",
+        _version(),
+        running.address,
+        len(catalog.personas),
+        ", ".join(catalog.personas),
+        settings.backend,
+    )
+    try:
+        await stop.wait()
+        _LOGGER.info("shutting down (grace %.0f s)", settings.shutdown_grace)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await stop_server(running, settings.shutdown_grace)
+    _LOGGER.info("stopped")
+
+
+async def _prepare_unix_socket(path: Path) -> None:
+    """Make the socket's folder private, and clear a stale socket left by a crash.
+
+    A live npcd on the same path is refused rather than stolen from.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+    try:
+        mode = path.lstat().st_mode  # noqa: ASYNC240 - start-up metadata call
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise StartupError(f"cannot listen on unix://{path}: a file that is not a socket is there")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout=1.0)
+    except (ConnectionRefusedError, FileNotFoundError, TimeoutError):
+        path.unlink(missing_ok=True)  # noqa: ASYNC240
+        return
+    writer.close()
+    raise StartupError(f"cannot listen on unix://{path}: another process is serving there")
+
+
+def _version() -> str:
+    from npcd import __version__
+
+    return __version__
+
+
+__all__ = ["RunningServer", "load_catalog", "serve_forever", "serving", "start_server"]
