@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -107,3 +108,34 @@ def env_default(name: str, default: str, environ: Mapping[str, str] | None = Non
     """The value of ``NPCD_<name>`` if set, else ``default``."""
     value = (environ if environ is not None else os.environ).get(f"NPCD_{name}", "")
     return value or default
+
+
+class Secret:
+    """An API key or client secret that never shows itself in logs, reprs or tracebacks.
+
+    Only the transport calls `reveal()`, at the moment it builds a request header.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        if not value or value != value.strip():
+            raise StartupError("an API key must be a non-empty string without spaces around it")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('[redacted]')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(Secret)
+
+    def __reduce__(self) -> str:  # refuse pickling: it would write the value to disk or a pipe
+        raise TypeError("Secret cannot be pickled")

@@ -36,3 +36,13 @@ def write_persona(tmp_path: Path) -> PersonaWriter:
         return path
 
     return write
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    """A loopback port nothing listens on (bound, read, released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

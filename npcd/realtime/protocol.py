@@ -1,0 +1,578 @@
+"""The sans-I/O Realtime session: what npcd has asked for and what the server has confirmed.
+
+Modelled on python-websockets' `Protocol`: the caller feeds every received frame to `receive`,
+calls the action methods (`append_audio`, `request_response`, `interrupt`...), and after either
+must send what `data_to_send()` returns, in order. No sockets, no clocks, no asyncio: every race
+of the protocol is a unit test that feeds strings.
+
+What it guards against, each a failure seen in the wild (realtime-protocol.md §8):
+
+- A second ``response.create`` while one is in flight
+  (``conversation_already_has_active_response``): responses go idle -> creating -> active ->
+  idle, and a request made meanwhile is queued and sent when the current one is done.
+- A cancel sent before ``response.created`` is a no-op on the server, after which the orphaned
+  response blocks the next one: such a cancel is deferred until the response has an id.
+- Truncation past the audio actually received ("Audio content of X ms is already shorter than
+  Y ms"): the cut is ``min(played, received)``; nothing heard deletes the item instead, so the
+  model never believes it said what nobody heard.
+- A second ``session.created`` means a fresh, empty session: `session_resets` counts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from npcd.realtime import events as ev
+from npcd.realtime.codec import decode_server, encode_client
+from npcd.realtime.policy import ErrorVerdict, RateLimits, classify_error
+from npcd.realtime.values import (
+    AssistantMessage,
+    Dialect,
+    FunctionCall,
+    FunctionCallOutput,
+    InputAudio,
+    InputText,
+    Item,
+    OutputAudio,
+    OutputText,
+    ResponseOverrides,
+    SessionConfig,
+    SystemMessage,
+    UserMessage,
+)
+
+#: PCM16 mono 24 kHz: bytes per millisecond of output audio.
+BYTES_PER_MS = 48
+
+
+class ResponsePhase(enum.Enum):
+    IDLE = "idle"
+    #: ``response.create`` sent, ``response.created`` not yet received.
+    CREATING = "creating"
+    ACTIVE = "active"
+
+
+class Role(enum.Enum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    FUNCTION_CALL = "function_call"
+    FUNCTION_OUTPUT = "function_call_output"
+    OTHER = "other"
+
+
+@dataclass(slots=True)
+class TrackedItem:
+    """One conversation item as npcd knows it (text only: audio is never kept)."""
+
+    id: str
+    role: Role
+    text: str = ""
+    #: Assistant output audio received, in bytes of PCM16 24 kHz.
+    audio_bytes: int = 0
+    #: Where the server cut this item's audio (after `conversation.item.truncated`).
+    truncated_ms: int | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    @property
+    def audio_ms(self) -> int:
+        return self.audio_bytes // BYTES_PER_MS
+
+    @property
+    def heard_text(self) -> str:
+        """The text the player heard: cut in proportion to the audio if the item was truncated."""
+        if self.truncated_ms is None or not self.audio_bytes or not self.text:
+            return self.text
+        share = min(1.0, self.truncated_ms / max(1, self.audio_ms))
+        words = self.text.split()
+        return " ".join(words[: round(len(words) * share)])
+
+
+@dataclass(slots=True)
+class TrackedResponse:
+    """A response from request (or server-side creation) to ``response.done``."""
+
+    #: Whatever the caller passed to `request_response` (e.g. what caused it); None if the
+    #: server started it itself (server VAD).
+    tag: object = None
+    id: str | None = None
+    item_ids: list[str] = field(default_factory=list)
+    cancel_requested: bool = False
+    played_ms: int | None = None
+    status: str | None = None
+    reason: str | None = None
+    done_event: ev.ResponseDone | None = None
+
+    @property
+    def audio_item_id(self) -> str | None:
+        return self.item_ids[0] if self.item_ids else None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    """A function call the model made and nobody has answered yet."""
+
+    call_id: str
+    name: str
+    arguments: str
+    item_id: str
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """What `interrupt` did: the cut point in ms, or that the item was deleted."""
+
+    response_id: str | None
+    item_id: str | None
+    truncated_at_ms: int | None
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """A server ``error`` event with its verdict and, if it was ours, the client event it hit."""
+
+    event: ev.ErrorEvent
+    verdict: ErrorVerdict
+    caused_by: str | None
+
+
+class RealtimeSession:
+    """The client side of one Realtime session, without I/O."""
+
+    def __init__(self, dialect: Dialect = Dialect.GA, *, server_vad: bool = True) -> None:
+        self.dialect = dialect
+        self.server_vad = server_vad
+        #: The session config as the server last confirmed it (session.created / .updated).
+        self.session: SessionConfig | None = None
+        self.expires_at: int | None = None
+        #: How many times a fresh session replaced this one (a second ``session.created``).
+        self.session_resets = 0
+        self.items: dict[str, TrackedItem] = {}
+        self.order: list[str] = []
+        self.pending_calls: dict[str, PendingCall] = {}
+        self.rate_limits = RateLimits()
+        self.unknown_events: dict[str, int] = {}
+        self.errors: list[ServerError] = []
+        self.response: TrackedResponse | None = None
+        self._phase = ResponsePhase.IDLE
+        self._queued: list[tuple[ResponseOverrides | None, object]] = []
+        self._outgoing: list[str] = []
+        self._sent_kinds: dict[str, str] = {}
+        self._ids: Callable[[], int] = itertools.count(1).__next__
+        self._now = 0.0
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """The server has said ``session.created``."""
+        return self.session is not None
+
+    @property
+    def response_phase(self) -> ResponsePhase:
+        return self._phase
+
+    @property
+    def queued_responses(self) -> int:
+        return len(self._queued)
+
+    def items_in_order(self) -> Iterator[TrackedItem]:
+        return (self.items[item_id] for item_id in self.order if item_id in self.items)
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[str]:
+        """Frames to send now, in order; each call returns only what is new."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def configure(self, config: SessionConfig) -> None:
+        self.server_vad = (
+            self.server_vad if config.turn_detection is ev.UNSET else bool(config.turn_detection)
+        )
+        self._send(ev.SessionUpdate(session=config), "session.update")
+
+    def append_audio(self, audio_b64: str) -> None:
+        """Append base64 PCM16 24 kHz (no ack comes back; see `npcd.audio.split_for_append`)."""
+        self._outgoing.append(
+            encode_client(ev.InputAudioBufferAppend(audio=audio_b64), self.dialect)
+        )
+
+    def commit_audio(self) -> None:
+        self._send(ev.InputAudioBufferCommit(), "input_audio_buffer.commit")
+
+    def clear_audio(self) -> None:
+        self._send(ev.InputAudioBufferClear(), "input_audio_buffer.clear")
+
+    def add_item(self, item: Item, previous_item_id: str | None = None) -> None:
+        self._send(
+            ev.ConversationItemCreate(item=item, previous_item_id=previous_item_id),
+            "conversation.item.create",
+        )
+
+    def add_user_text(self, text: str) -> None:
+        self.add_item(UserMessage(content=(InputText(text=text),)))
+
+    def add_system_note(self, text: str) -> None:
+        self.add_item(SystemMessage(content=(InputText(text=text),)))
+
+    def answer_call(self, call_id: str, output: str) -> PendingCall:
+        """Give the model a function call's result; raises KeyError for an unknown call id."""
+        call = self.pending_calls.pop(call_id)
+        self.add_item(FunctionCallOutput(call_id=call_id, output=output))
+        return call
+
+    def calls_outstanding(self, response_id: str | None) -> int:
+        return sum(1 for call in self.pending_calls.values() if call.response_id == response_id)
+
+    def request_response(
+        self, overrides: ResponseOverrides | None = None, tag: object = None
+    ) -> bool:
+        """Ask for a response now, or queue it behind the one in flight. True if sent now."""
+        if self._phase is not ResponsePhase.IDLE:
+            self._queued.append((overrides, tag))
+            return False
+        self._start_response(overrides, tag)
+        return True
+
+    def cancel_response(self) -> bool:
+        """Stop the response in flight (deferred until it has an id). False if there is none."""
+        self._queued.clear()
+        response = self.response
+        if response is None or self._phase is ResponsePhase.IDLE or response.cancel_requested:
+            return False
+        response.cancel_requested = True
+        if response.id is not None:
+            self._send(ev.ResponseCancel(response_id=response.id), "response.cancel")
+        return True
+
+    def report_playback(self, response_id: str, played_ms: int) -> None:
+        """The game's playback cursor for a response (only the latest matters)."""
+        if self.response is not None and self.response.id == response_id:
+            self.response.played_ms = max(played_ms, self.response.played_ms or 0)
+
+    def interrupt(
+        self, played_ms: int | None = None, *, server_cancels: bool = False
+    ) -> Interruption | None:
+        """Barge-in: stop the current response and cut its item where the player stopped hearing.
+
+        ``played_ms`` overrides the last reported playback; without either, everything received
+        counts as heard. ``server_cancels`` (server VAD with ``interrupt_response``) skips the
+        cancel the server does itself. None if nothing was being said.
+        """
+        response = self.response
+        if response is None or (response.id is None and self._phase is ResponsePhase.IDLE):
+            return None
+        if not server_cancels:
+            self.cancel_response()
+        self._queued.clear()
+        item = self.items.get(response.audio_item_id or "")
+        if item is None or item.role is not Role.ASSISTANT or not item.audio_bytes:
+            return Interruption(response.id, None, None, deleted=False)
+        heard = played_ms if played_ms is not None else response.played_ms
+        received = item.audio_ms
+        cut = received if heard is None else max(0, min(heard, received))
+        if cut <= 0:
+            self._send(ev.ConversationItemDelete(item_id=item.id), "conversation.item.delete")
+            return Interruption(response.id, item.id, 0, deleted=True)
+        if cut >= received and self._phase is ResponsePhase.IDLE:
+            return Interruption(response.id, item.id, None, deleted=False)  # all of it was heard
+        self._send(
+            ev.ConversationItemTruncate(item_id=item.id, content_index=0, audio_end_ms=cut),
+            "conversation.item.truncate",
+        )
+        return Interruption(response.id, item.id, cut, deleted=False)
+
+    def history(self, max_items: int = 40) -> list[Item]:
+        """Text items that recreate this conversation in a new session (rollover, reconnect).
+
+        Assistant audio cannot be replayed, so assistant turns become text, cut to what the
+        player heard; function calls and their outputs are kept so the model knows what it did.
+        """
+        out: list[Item] = []
+        for item in self.items_in_order():
+            if item.role is Role.USER and item.text:
+                out.append(UserMessage(content=(InputText(text=item.text),)))
+            elif item.role is Role.ASSISTANT and item.heard_text:
+                out.append(AssistantMessage(content=(OutputText(text=item.heard_text),)))
+            elif item.role is Role.SYSTEM and item.text:
+                out.append(SystemMessage(content=(InputText(text=item.text),)))
+            elif item.role is Role.FUNCTION_CALL and item.call_id and item.name:
+                out.append(
+                    FunctionCall(name=item.name, arguments=item.arguments, call_id=item.call_id)
+                )
+            elif item.role is Role.FUNCTION_OUTPUT and item.call_id:
+                out.append(FunctionCallOutput(call_id=item.call_id, output=item.text))
+        return out[-max_items:]
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    def receive(self, text: str | bytes, now: float = 0.0) -> ev.ServerEvent:
+        """Parse one server frame and update the state. Raises `EventError` on a bad frame.
+
+        ``now`` (monotonic seconds) dates rate-limit windows.
+        """
+        self._now = now
+        event = decode_server(text, self.dialect)
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        return event
+
+    def _on_session_created(self, event: ev.SessionCreated) -> None:
+        if self.session is not None:
+            # A new, empty session: everything the old one held is gone.
+            self.session_resets += 1
+            self.items.clear()
+            self.order.clear()
+            self.pending_calls.clear()
+            self.response = None
+            self._phase = ResponsePhase.IDLE
+        self.session = event.session
+        expires = event.session.expires_at
+        self.expires_at = expires if isinstance(expires, int) else None
+
+    def _on_session_updated(self, event: ev.SessionUpdated) -> None:
+        self.session = event.session
+
+    def _on_item_added(self, event: ev.ConversationItemAdded | ev.ConversationItemCreated) -> None:
+        item = event.item
+        item_id = getattr(item, "id", None)
+        if not item_id or item_id in self.items:
+            return
+        self.items[item_id] = _track(item_id, item)
+        previous = event.previous_item_id
+        if previous and previous in self.order:
+            self.order.insert(self.order.index(previous) + 1, item_id)
+        elif previous == "root":
+            self.order.insert(0, item_id)
+        else:
+            self.order.append(item_id)
+
+    def _on_item_done(self, event: ev.ConversationItemDone) -> None:
+        item_id = getattr(event.item, "id", None)
+        tracked = self.items.get(item_id or "")
+        if tracked is None:
+            self._on_item_added(event)  # type: ignore[arg-type]  # same fields
+            return
+        final = _track(tracked.id, event.item)
+        if final.text and tracked.truncated_ms is None:
+            tracked.text = final.text
+        if final.arguments:
+            tracked.arguments = final.arguments
+
+    def _on_item_deleted(self, event: ev.ConversationItemDeleted) -> None:
+        self.items.pop(event.item_id, None)
+        if event.item_id in self.order:
+            self.order.remove(event.item_id)
+
+    def _on_item_truncated(self, event: ev.ConversationItemTruncated) -> None:
+        tracked = self.items.get(event.item_id)
+        if tracked is not None:
+            tracked.truncated_ms = event.audio_end_ms
+
+    def _on_transcript_completed(
+        self, event: ev.ConversationItemInputAudioTranscriptionCompleted
+    ) -> None:
+        tracked = self.items.get(event.item_id)
+        if tracked is not None:
+            tracked.text = event.transcript
+
+    def _on_response_created(self, event: ev.ResponseCreated) -> None:
+        if self._phase is ResponsePhase.CREATING and self.response is not None:
+            response = self.response
+        else:  # the server started it (server VAD create_response)
+            response = self.response = TrackedResponse()
+        response.id = event.response.id
+        self._phase = ResponsePhase.ACTIVE
+        if response.cancel_requested and response.id is not None:
+            self._send(ev.ResponseCancel(response_id=response.id), "response.cancel")
+
+    def _on_output_item_added(self, event: ev.ResponseOutputItemAdded) -> None:
+        item_id = getattr(event.item, "id", None)
+        if self.response is not None and item_id and item_id not in self.response.item_ids:
+            if isinstance(event.item, AssistantMessage):
+                self.response.item_ids.insert(0, item_id)
+            else:
+                self.response.item_ids.append(item_id)
+        if item_id and item_id not in self.items:
+            self.items[item_id] = _track(item_id, event.item)
+            self.order.append(item_id)
+
+    def _on_audio_delta(self, event: ev.ResponseOutputAudioDelta) -> None:
+        tracked = self.items.get(event.item_id)
+        if tracked is not None:
+            tracked.audio_bytes += _b64_size(event.delta)
+
+    def _on_text_delta(
+        self, event: ev.ResponseOutputAudioTranscriptDelta | ev.ResponseOutputTextDelta
+    ) -> None:
+        tracked = self.items.get(event.item_id)
+        if tracked is not None:
+            tracked.text += event.delta
+
+    def _on_call_done(self, event: ev.ResponseFunctionCallArgumentsDone) -> None:
+        tracked = self.items.get(event.item_id)
+        name = event.name or (tracked.name if tracked else None) or ""
+        if tracked is not None:
+            tracked.arguments = event.arguments
+            tracked.call_id = event.call_id
+        self.pending_calls[event.call_id] = PendingCall(
+            event.call_id, name, event.arguments, event.item_id, event.response_id
+        )
+
+    def _on_response_done(self, event: ev.ResponseDone) -> None:
+        response = self.response
+        if response is None or (response.id and response.id != event.response.id):
+            response = self.response = TrackedResponse(id=event.response.id)
+        response.status = event.response.status
+        details = event.response.status_details
+        response.reason = details.reason if details is not None else None
+        response.done_event = event
+        for item in event.response.output or ():
+            item_id = getattr(item, "id", None)
+            if (
+                isinstance(item, FunctionCall)
+                and item.call_id
+                and item.call_id not in (self.pending_calls)
+                and response.status == "completed"
+                and not self._answered(item.call_id)
+            ):
+                self.pending_calls[item.call_id] = PendingCall(
+                    item.call_id, item.name, item.arguments, item_id or "", response.id
+                )
+        if response.status != "completed":
+            # Calls of a cancelled or failed response will never be answered by the game.
+            for call_id in [
+                c for c, p in self.pending_calls.items() if p.response_id == response.id
+            ]:
+                del self.pending_calls[call_id]
+        self._phase = ResponsePhase.IDLE
+        if self._queued:
+            overrides, tag = self._queued.pop(0)
+            self._start_response(overrides, tag)
+
+    def _on_rate_limits(self, event: ev.RateLimitsUpdated) -> None:
+        self.rate_limits.update(
+            [
+                {
+                    "name": r.name,
+                    "limit": r.limit,
+                    "remaining": r.remaining,
+                    "reset_seconds": r.reset_seconds,
+                }
+                for r in event.rate_limits
+            ],
+            now=self._now,
+        )
+
+    def _on_error(self, event: ev.ErrorEvent) -> None:
+        detail = event.error
+        verdict = classify_error(
+            detail.code, detail.type, server_vad=self.server_vad, message=detail.message
+        )
+        caused_by = self._sent_kinds.get(detail.event_id or "")
+        self.errors.append(ServerError(event, verdict, caused_by))
+        del self.errors[:-50]
+        if caused_by == "response.create" and self._phase is ResponsePhase.CREATING:
+            # Our create was refused. If another response is running (the server VAD's own),
+            # ours waits for it; otherwise it is dropped rather than retried blindly.
+            tag = self.response.tag if self.response is not None else None
+            self._phase = ResponsePhase.IDLE
+            self.response = None
+            if detail.code == "conversation_already_has_active_response":
+                self._phase = ResponsePhase.ACTIVE
+                self.response = TrackedResponse()
+                self._queued.insert(0, (None, tag))
+
+    def _on_unknown(self, event: ev.UnknownServerEvent) -> None:
+        self.unknown_events[event.type] = self.unknown_events.get(event.type, 0) + 1
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _start_response(self, overrides: ResponseOverrides | None, tag: object) -> None:
+        self.response = TrackedResponse(tag=tag)
+        self._phase = ResponsePhase.CREATING
+        self._send(ev.ResponseCreate(response=overrides), "response.create")
+
+    def _send(self, event: ev.ClientEvent, kind: str) -> None:
+        event_id = f"npcd_{self._ids()}"
+        event = dataclasses.replace(event, event_id=event_id)
+        self._sent_kinds[event_id] = kind
+        if len(self._sent_kinds) > 256:
+            for old in list(self._sent_kinds)[:128]:
+                del self._sent_kinds[old]
+        self._outgoing.append(encode_client(event, self.dialect))
+
+    def _answered(self, call_id: str) -> bool:
+        return any(
+            i.role is Role.FUNCTION_OUTPUT and i.call_id == call_id for i in self.items.values()
+        )
+
+
+def _track(item_id: str, item: Item) -> TrackedItem:
+    if isinstance(item, UserMessage):
+        text = " ".join(
+            (c.text or "") if isinstance(c, InputText) else (c.transcript or "")
+            for c in item.content
+            if isinstance(c, InputText | InputAudio)
+        ).strip()
+        return TrackedItem(item_id, Role.USER, text)
+    if isinstance(item, AssistantMessage):
+        text = "".join(
+            (c.text or "") if isinstance(c, OutputText) else (c.transcript or "")
+            for c in item.content
+            if isinstance(c, OutputText | OutputAudio)
+        )
+        return TrackedItem(item_id, Role.ASSISTANT, text)
+    if isinstance(item, SystemMessage):
+        return TrackedItem(item_id, Role.SYSTEM, " ".join(c.text or "" for c in item.content))
+    if isinstance(item, FunctionCall):
+        return TrackedItem(
+            item_id,
+            Role.FUNCTION_CALL,
+            call_id=item.call_id,
+            name=item.name,
+            arguments=item.arguments,
+        )
+    if isinstance(item, FunctionCallOutput):
+        return TrackedItem(item_id, Role.FUNCTION_OUTPUT, item.output, call_id=item.call_id)
+    return TrackedItem(item_id, Role.OTHER)
+
+
+def _b64_size(data: str) -> int:
+    """Decoded size of standard base64 without decoding it."""
+    if not data:
+        return 0
+    padding = 2 if data.endswith("==") else 1 if data.endswith("=") else 0
+    return len(data) * 3 // 4 - padding
+
+
+_HANDLERS: dict[type, Callable[[RealtimeSession, object], None]] = {
+    ev.SessionCreated: RealtimeSession._on_session_created,  # type: ignore[dict-item]
+    ev.SessionUpdated: RealtimeSession._on_session_updated,  # type: ignore[dict-item]
+    ev.ConversationItemAdded: RealtimeSession._on_item_added,  # type: ignore[dict-item]
+    ev.ConversationItemCreated: RealtimeSession._on_item_added,  # type: ignore[dict-item]
+    ev.ConversationItemDone: RealtimeSession._on_item_done,  # type: ignore[dict-item]
+    ev.ConversationItemDeleted: RealtimeSession._on_item_deleted,  # type: ignore[dict-item]
+    ev.ConversationItemTruncated: RealtimeSession._on_item_truncated,  # type: ignore[dict-item]
+    ev.ConversationItemInputAudioTranscriptionCompleted: RealtimeSession._on_transcript_completed,  # type: ignore[dict-item]
+    ev.ResponseCreated: RealtimeSession._on_response_created,  # type: ignore[dict-item]
+    ev.ResponseOutputItemAdded: RealtimeSession._on_output_item_added,  # type: ignore[dict-item]
+    ev.ResponseOutputAudioDelta: RealtimeSession._on_audio_delta,  # type: ignore[dict-item]
+    ev.ResponseOutputAudioTranscriptDelta: RealtimeSession._on_text_delta,  # type: ignore[dict-item]
+    ev.ResponseOutputTextDelta: RealtimeSession._on_text_delta,  # type: ignore[dict-item]
+    ev.ResponseFunctionCallArgumentsDone: RealtimeSession._on_call_done,  # type: ignore[dict-item]
+    ev.ResponseDone: RealtimeSession._on_response_done,  # type: ignore[dict-item]
+    ev.RateLimitsUpdated: RealtimeSession._on_rate_limits,  # type: ignore[dict-item]
+    ev.ErrorEvent: RealtimeSession._on_error,  # type: ignore[dict-item]
+    ev.UnknownServerEvent: RealtimeSession._on_unknown,  # type: ignore[dict-item]
+}

@@ -1,0 +1,401 @@
+"""The sans-I/O session: response races, barge-in truncation, calls, history. No sockets."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+
+from npcd.audio import b64encode
+from npcd.realtime import events as ev
+from npcd.realtime.codec import encode_server
+from npcd.realtime.policy import ErrorClass
+from npcd.realtime.protocol import RealtimeSession, ResponsePhase, Role
+from npcd.realtime.values import (
+    AssistantMessage,
+    Dialect,
+    ErrorDetail,
+    FunctionCall,
+    FunctionCallOutput,
+    InputAudio,
+    OutputAudio,
+    OutputText,
+    Response,
+    SessionConfig,
+    StatusDetails,
+    TranscriptDurationUsage,
+    UserMessage,
+)
+
+_ids = itertools.count(1)
+
+
+def eid() -> str:
+    return f"event_{next(_ids)}"
+
+
+class Server:
+    """Builds the frames a Realtime server would send, through npcd's own encoder."""
+
+    def __init__(self, session: RealtimeSession, dialect: Dialect = Dialect.GA):
+        self.session = session
+        self.dialect = dialect
+
+    def send(self, event: ev.ServerEvent) -> ev.ServerEvent:
+        return self.session.receive(encode_server(event, self.dialect))
+
+    def created(self, expires_at: int = 2_000_000_000) -> None:
+        self.send(
+            ev.SessionCreated(
+                event_id=eid(), session=SessionConfig(expires_at=expires_at, id="sess_1")
+            )
+        )
+
+    def response_created(self, rid: str) -> None:
+        self.send(
+            ev.ResponseCreated(event_id=eid(), response=Response(id=rid, status="in_progress"))
+        )
+
+    def assistant_item(self, rid: str, item_id: str) -> None:
+        item = AssistantMessage(id=item_id, status="in_progress", content=())
+        self.send(
+            ev.ResponseOutputItemAdded(event_id=eid(), response_id=rid, output_index=0, item=item)
+        )
+        self.send(ev.ConversationItemAdded(event_id=eid(), item=item))
+
+    def audio(self, rid: str, item_id: str, ms: int, words: str = "") -> None:
+        self.send(
+            ev.ResponseOutputAudioDelta(
+                event_id=eid(),
+                response_id=rid,
+                item_id=item_id,
+                output_index=0,
+                content_index=0,
+                delta=b64encode(b"\x00\x00" * 24 * ms),
+            )
+        )
+        if words:
+            self.send(
+                ev.ResponseOutputAudioTranscriptDelta(
+                    event_id=eid(),
+                    response_id=rid,
+                    item_id=item_id,
+                    output_index=0,
+                    content_index=0,
+                    delta=words,
+                )
+            )
+
+    def done(
+        self, rid: str, status: Any = "completed", reason: Any = None, output: tuple[Any, ...] = ()
+    ) -> None:
+        details = StatusDetails(type=status, reason=reason) if reason else None
+        self.send(
+            ev.ResponseDone(
+                event_id=eid(),
+                response=Response(id=rid, status=status, status_details=details, output=output),
+            )
+        )
+
+    def error(self, code: str, event_id: str | None, message: str = "x") -> None:
+        self.send(
+            ev.ErrorEvent(
+                event_id=eid(),
+                error=ErrorDetail(
+                    type="invalid_request_error", code=code, message=message, event_id=event_id
+                ),
+            )
+        )
+
+
+def sent(session: RealtimeSession) -> list[dict[str, Any]]:
+    return [orjson.loads(frame) for frame in session.data_to_send()]
+
+
+@pytest.fixture
+def pair() -> tuple[RealtimeSession, Server]:
+    session = RealtimeSession()
+    server = Server(session)
+    server.created()
+    return session, server
+
+
+def test_session_created_is_tracked_and_a_second_one_resets(pair) -> None:
+    session, server = pair
+    assert session.ready and session.expires_at == 2_000_000_000
+    server.send(
+        ev.ConversationItemAdded(
+            event_id=eid(),
+            item=UserMessage(id="item_u1", content=(InputAudio(transcript="hello"),)),
+        )
+    )
+    assert [i.text for i in session.items_in_order()] == ["hello"]
+    server.created()
+    assert session.session_resets == 1 and not session.items
+
+
+def test_second_response_request_waits_for_the_first(pair) -> None:
+    session, server = pair
+    assert session.request_response(tag="first") is True
+    assert session.request_response(tag="second") is False
+    frames = sent(session)
+    assert [f["type"] for f in frames] == ["response.create"], "never two creates in flight"
+    server.response_created("resp_1")
+    assert session.response_phase is ResponsePhase.ACTIVE and sent(session) == []
+    server.done("resp_1")
+    [queued] = sent(session)
+    assert queued["type"] == "response.create"
+    assert session.response is not None and session.response.tag == "second"
+
+
+def test_cancel_before_created_is_deferred_until_the_id_is_known(pair) -> None:
+    session, server = pair
+    session.request_response()
+    sent(session)
+    assert session.cancel_response() is True
+    assert sent(session) == [], "a cancel before response.created would be a no-op"
+    server.response_created("resp_9")
+    [cancel] = sent(session)
+    assert cancel == {
+        "type": "response.cancel",
+        "response_id": "resp_9",
+        "event_id": cancel["event_id"],
+    }
+    assert session.cancel_response() is False, "no second cancel"
+
+
+def test_server_vad_response_is_tracked_without_a_request(pair) -> None:
+    session, server = pair
+    server.response_created("resp_auto")
+    assert session.response_phase is ResponsePhase.ACTIVE
+    assert session.request_response() is False, "queued behind the server's own response"
+    server.done("resp_auto")
+    assert [f["type"] for f in sent(session)] == ["response.create"]
+
+
+def test_refused_create_during_a_vad_response_is_retried_after_it(pair) -> None:
+    session, server = pair
+    session.request_response(tag="text turn")
+    [create] = sent(session)
+    server.error("conversation_already_has_active_response", create["event_id"])
+    [error] = session.errors
+    assert error.caused_by == "response.create" and error.verdict.kind is ErrorClass.BENIGN
+    server.response_created("resp_vad")
+    server.done("resp_vad")
+    [retry] = sent(session)
+    assert retry["type"] == "response.create"
+
+
+def speak(session: RealtimeSession, server: Server, ms: int, words: str) -> None:
+    session.request_response()
+    sent(session)
+    server.response_created("resp_1")
+    server.assistant_item("resp_1", "item_a1")
+    server.audio("resp_1", "item_a1", ms, words)
+
+
+def test_interrupt_truncates_at_what_was_played(pair) -> None:
+    session, server = pair
+    speak(session, server, 3000, "one two three four five six")
+    session.report_playback("resp_1", 1200)
+    cut = session.interrupt()
+    assert cut is not None and cut.truncated_at_ms == 1200 and not cut.deleted
+    frames = sent(session)
+    assert [f["type"] for f in frames] == ["response.cancel", "conversation.item.truncate"]
+    assert frames[1]["audio_end_ms"] == 1200 and frames[1]["item_id"] == "item_a1"
+    server.send(
+        ev.ConversationItemTruncated(
+            event_id=eid(), item_id="item_a1", content_index=0, audio_end_ms=1200
+        )
+    )
+    assert session.items["item_a1"].heard_text == "one two", "memory cut to what was heard"
+
+
+def test_interrupt_never_cuts_past_the_audio_received(pair) -> None:
+    session, server = pair
+    speak(session, server, 800, "short")
+    cut = session.interrupt(played_ms=5000)  # a wall-clock guess that overshoots
+    assert cut is not None and cut.truncated_at_ms == 800
+    assert sent(session)[-1]["audio_end_ms"] == 800
+
+
+def test_interrupt_before_anything_was_heard_deletes_the_item(pair) -> None:
+    session, server = pair
+    speak(session, server, 400, "hello there")
+    cut = session.interrupt(played_ms=0, server_cancels=True)
+    assert cut is not None and cut.deleted
+    assert [f["type"] for f in sent(session)] == ["conversation.item.delete"], (
+        "server VAD cancels by itself; npcd only fixes the memory"
+    )
+
+
+def test_interrupt_with_nothing_playing_does_nothing(pair) -> None:
+    session, _ = pair
+    assert session.interrupt(played_ms=100) is None
+    assert sent(session) == []
+
+
+def test_function_call_round_trip(pair) -> None:
+    session, server = pair
+    session.request_response()
+    sent(session)
+    server.response_created("resp_f")
+    call = FunctionCall(
+        name="sell_item", arguments="", call_id="call_1", id="item_f", status="in_progress"
+    )
+    server.send(
+        ev.ResponseOutputItemAdded(event_id=eid(), response_id="resp_f", output_index=0, item=call)
+    )
+    server.send(
+        ev.ResponseFunctionCallArgumentsDone(
+            event_id=eid(),
+            response_id="resp_f",
+            item_id="item_f",
+            output_index=0,
+            call_id="call_1",
+            name="sell_item",
+            arguments='{"item": "iron sword"}',
+        )
+    )
+    done_call = FunctionCall(
+        name="sell_item",
+        arguments='{"item": "iron sword"}',
+        call_id="call_1",
+        id="item_f",
+        status="completed",
+    )
+    server.done("resp_f", output=(done_call,))
+    assert list(session.pending_calls) == ["call_1"]
+    assert session.calls_outstanding("resp_f") == 1
+    answered = session.answer_call("call_1", '{"ok": true}')
+    assert answered.name == "sell_item"
+    session.request_response()
+    assert [f["type"] for f in sent(session)] == ["conversation.item.create", "response.create"]
+    with pytest.raises(KeyError):
+        session.answer_call("call_1", "{}")
+
+
+def test_calls_of_a_cancelled_response_are_dropped(pair) -> None:
+    session, server = pair
+    server.response_created("resp_c")
+    server.send(
+        ev.ResponseFunctionCallArgumentsDone(
+            event_id=eid(),
+            response_id="resp_c",
+            item_id="item_f",
+            output_index=0,
+            call_id="call_9",
+            name="open_gate",
+            arguments="{}",
+        )
+    )
+    server.done("resp_c", status="cancelled", reason="turn_detected")
+    assert session.pending_calls == {}
+
+
+def test_history_replays_heard_text_calls_and_outputs(pair) -> None:
+    session, server = pair
+    server.send(
+        ev.ConversationItemAdded(
+            event_id=eid(), item=UserMessage(id="item_u", content=(InputAudio(),))
+        )
+    )
+    server.send(
+        ev.ConversationItemInputAudioTranscriptionCompleted(
+            event_id=eid(),
+            item_id="item_u",
+            content_index=0,
+            transcript="what do you sell",
+            usage=TranscriptDurationUsage(seconds=1.5),
+        )
+    )
+    speak(session, server, 1000, "swords and shields")
+    server.done("resp_1")
+    server.send(
+        ev.ConversationItemAdded(
+            event_id=eid(),
+            item=FunctionCall(id="item_f", name="sell_item", arguments="{}", call_id="call_1"),
+        )
+    )
+    server.send(
+        ev.ConversationItemAdded(
+            event_id=eid(),
+            item=FunctionCallOutput(id="item_o", call_id="call_1", output='{"ok":true}'),
+        )
+    )
+    history = session.history()
+    assert [type(i).__name__ for i in history] == [
+        "UserMessage",
+        "AssistantMessage",
+        "FunctionCall",
+        "FunctionCallOutput",
+    ]
+    assistant = history[1]
+    assert isinstance(assistant, AssistantMessage)
+    assert assistant.content == (OutputText(text="swords and shields"),)
+
+
+def test_item_order_follows_previous_item_id(pair) -> None:
+    session, server = pair
+    for item_id, previous in (("a", None), ("c", "a"), ("b", "a"), ("z", "root")):
+        server.send(
+            ev.ConversationItemAdded(
+                event_id=eid(), previous_item_id=previous, item=UserMessage(id=item_id, content=())
+            )
+        )
+    assert session.order == ["z", "a", "b", "c"]
+    server.send(ev.ConversationItemDeleted(event_id=eid(), item_id="b"))
+    assert session.order == ["z", "a", "c"]
+
+
+def test_errors_are_classified_and_correlated(pair) -> None:
+    session, server = pair
+    session.configure(SessionConfig(instructions="x"))
+    [update] = sent(session)
+    server.error("unknown_parameter", update["event_id"], "Unknown parameter: 'session.voice'")
+    server.error("invalid_api_key", None)
+    kinds = [(e.caused_by, e.verdict.kind) for e in session.errors]
+    assert kinds == [("session.update", ErrorClass.CLIENT_BUG), (None, ErrorClass.FATAL)]
+
+
+def test_unknown_server_events_are_counted_not_fatal(pair) -> None:
+    session, _ = pair
+    event = session.receive('{"type": "response.mcp_call.in_progress", "event_id": "e"}')
+    assert isinstance(event, ev.UnknownServerEvent)
+    assert session.unknown_events == {"response.mcp_call.in_progress": 1}
+
+
+def test_append_is_one_cheap_frame_without_event_id(pair) -> None:
+    session, _ = pair
+    session.append_audio(b64encode(b"\x01\x00" * 480))
+    [frame] = sent(session)
+    assert frame == {"type": "input_audio_buffer.append", "audio": b64encode(b"\x01\x00" * 480)}
+
+
+def test_beta_dialect_frames(pair) -> None:
+    session = RealtimeSession(Dialect.BETA)
+    server = Server(session, Dialect.BETA)
+    server.created()
+    session.request_response()
+    sent(session)
+    server.response_created("resp_b")
+    server.assistant_item("resp_b", "item_b")
+    server.audio("resp_b", "item_b", 500, "hi")
+    assert session.items["item_b"].audio_ms == 500 and session.items["item_b"].text == "hi"
+    assert session.items["item_b"].role is Role.ASSISTANT
+
+
+def test_assistant_done_item_fills_transcript(pair) -> None:
+    session, server = pair
+    speak(session, server, 200, "")
+    server.send(
+        ev.ConversationItemDone(
+            event_id=eid(),
+            item=AssistantMessage(
+                id="item_a1", status="completed", content=(OutputAudio(transcript="Well met."),)
+            ),
+        )
+    )
+    assert session.items["item_a1"].text == "Well met."
