@@ -1,0 +1,114 @@
+"""The session pool: one long-lived backend session per NPC, leased to one conversation at a time.
+
+Sessions are opened for every persona at start-up (pre-warmed, so the first word costs no
+connect), at most `PoolOptions.connect_concurrency` at once so 500 personas do not stampede the
+backend. An NPC has one voice and one memory, so a slot serves one conversation at a time: a
+second player gets `NpcBusy` (FAILED_PRECONDITION) at once, or waits for the first to end if it
+asked to (``BusyPolicy.WAIT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from npcd.errors import NpcBusy, Overloaded, UnknownCharacter
+from npcd.personas import Catalog, LoadedPersona
+from npcd.slot import NpcSlot, SlotListener, SlotOptions, SlotState
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    slot: SlotOptions
+    #: Connections opened at once at start-up and on reload.
+    connect_concurrency: int = 32
+    #: Conversations waiting for a busy NPC, across all NPCs.
+    max_waiting: int = 100
+
+
+class SessionPool:
+    """Owns every `NpcSlot`; the servicer leases them."""
+
+    def __init__(self, catalog: Catalog, options: PoolOptions) -> None:
+        self.options = options
+        self.slots: dict[str, NpcSlot] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting = 0
+        self._connects = asyncio.Semaphore(options.connect_concurrency)
+        for persona_id, loaded in catalog.personas.items():
+            self._add(persona_id, loaded)
+
+    def _add(self, persona_id: str, loaded: LoadedPersona) -> NpcSlot:
+        slot = NpcSlot(loaded, self.options.slot, connect_gate=self._connects)
+        self.slots[persona_id] = slot
+        self._locks[persona_id] = asyncio.Lock()
+        return slot
+
+    async def start(self) -> None:
+        """Start connecting every slot (returns at once; see `wait_ready`)."""
+        for slot in self.slots.values():
+            slot.start()
+
+    async def wait_ready(self) -> int:
+        """Wait until every slot is connected or has failed; returns how many are ready."""
+        await asyncio.gather(*(slot.wait_ready() for slot in self.slots.values()))
+        return sum(1 for slot in self.slots.values() if slot.ready)
+
+    def busy(self, persona_id: str) -> bool:
+        lock = self._locks.get(persona_id)
+        return lock is not None and lock.locked()
+
+    @contextlib.asynccontextmanager
+    async def lease(self, persona_id: str, *, wait: bool = False) -> AsyncIterator[NpcSlot]:
+        """The slot of ``persona_id`` for one conversation (set `NpcSlot.listener` on it)."""
+        slot = self.slots.get(persona_id)
+        if slot is None:
+            known = ", ".join(sorted(self.slots)) or "none loaded"
+            raise UnknownCharacter(f"no character {persona_id!r} (known: {known})")
+        lock = self._locks[persona_id]
+        if lock.locked() and not wait:
+            raise NpcBusy(
+                f"npc {persona_id!r} is in another conversation; try again when it ends "
+                "(or start with busy_policy WAIT)"
+            )
+        if lock.locked() and self._waiting >= self.options.max_waiting:
+            raise Overloaded("too many conversations are waiting for busy NPCs")
+        self._waiting += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield slot
+        finally:
+            slot.listener = SlotListener()
+            lock.release()
+
+    async def reload(self, catalog: Catalog) -> None:
+        """Apply a new catalogue: changed personas reconfigure, new ones connect, gone ones close.
+
+        A conversation in progress keeps its session; a changed persona takes effect from the
+        NPC's next response.
+        """
+        for persona_id, loaded in catalog.personas.items():
+            slot = self.slots.get(persona_id)
+            if slot is None:
+                self._add(persona_id, loaded).start()
+            elif slot.persona.persona != loaded.persona:
+                slot.persona = loaded
+                await slot.reconfigure()
+        for persona_id in [p for p in self.slots if p not in catalog.personas]:
+            slot = self.slots.pop(persona_id)
+            self._locks.pop(persona_id, None)
+            await slot.close()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(slot.close() for slot in self.slots.values()))
+
+    def states(self) -> dict[str, SlotState]:
+        return {persona_id: slot.state for persona_id, slot in self.slots.items()}

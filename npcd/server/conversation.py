@@ -1,0 +1,722 @@
+"""One `Converse` stream bound to one NPC slot: game audio in, NPC voice and events out.
+
+Two directions, each bounded:
+
+- game -> backend: every `ConverseRequest` is handled as it arrives (the servicer's reader
+  task); audio is validated, converted to PCM16 24 kHz and appended. gRPC flow control pushes
+  back on a game that sends faster than npcd forwards.
+- backend -> game: the slot's reader task calls `on_event`, which converts and queues
+  `ConverseResponse` messages; the servicer yields them. The queue is bounded by audio duration;
+  a game that stops reading gets an `Error(SLOW_CONSUMER)`, its response is cancelled, and if it
+  still does not read the stream ends with RESOURCE_EXHAUSTED. Memory never grows without bound.
+
+Barge-in: when the player talks over the NPC (server VAD) or the game sends `Interrupt`, the
+response is stopped, the NPC's memory is cut at the playback cursor the game reported, queued
+audio of that response is dropped before it is sent, and the game gets `Interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from npcd import audio
+from npcd.errors import InvalidRequest, NpcdError
+from npcd.personas.prompt import render_greeting, render_instructions
+from npcd.realtime import events as ev
+from npcd.realtime.policy import ErrorClass
+from npcd.realtime.protocol import ResponsePhase
+from npcd.realtime.values import ResponseOverrides
+from npcd.slot import NpcSlot, SlotListener, SlotState, SlotStatus, StatusKind
+from npcd.v1 import npcd_pb2 as pb
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 4000
+#: Audio queued for a game that is not reading, before npcd says so and stops the response.
+MAX_QUEUED_AUDIO_MS = 10_000
+#: Audio held while the backend reconnects, before it is dropped.
+MAX_HELD_AUDIO_MS = 2_000
+MIN_COMMIT_MS = 100
+
+_ENCODINGS = {
+    pb.AUDIO_ENCODING_UNSPECIFIED: audio.Encoding.PCM16,
+    pb.AUDIO_ENCODING_PCM16: audio.Encoding.PCM16,
+    pb.AUDIO_ENCODING_FLOAT32: audio.Encoding.FLOAT32,
+}
+_STATUS = {
+    "completed": pb.RESPONSE_STATUS_COMPLETED,
+    "cancelled": pb.RESPONSE_STATUS_CANCELLED,
+    "failed": pb.RESPONSE_STATUS_FAILED,
+    "incomplete": pb.RESPONSE_STATUS_INCOMPLETE,
+}
+_SESSION_STATES = {
+    StatusKind.RECONNECTING: pb.SESSION_STATE_RECONNECTING,
+    StatusKind.RESUMED: pb.SESSION_STATE_RESUMED,
+    StatusKind.ROTATED: pb.SESSION_STATE_ROTATED,
+}
+_END = object()
+
+
+def audio_format(message: pb.AudioFormat, field_name: str) -> audio.AudioFormat:
+    """Proto format (0 = default) -> validated `audio.AudioFormat`, or `InvalidRequest`."""
+    encoding = _ENCODINGS.get(message.encoding)
+    if encoding is None:
+        raise InvalidRequest(f"{field_name}.encoding: unknown value {message.encoding}")
+    try:
+        return audio.AudioFormat(encoding, message.sample_rate_hz or 24000, message.channels or 1)
+    except audio.AudioError as exc:
+        raise InvalidRequest(f"{field_name}: {exc}") from None
+
+
+def format_message(fmt: audio.AudioFormat) -> pb.AudioFormat:
+    encoding = (
+        pb.AUDIO_ENCODING_FLOAT32
+        if fmt.encoding is audio.Encoding.FLOAT32
+        else pb.AUDIO_ENCODING_PCM16
+    )
+    return pb.AudioFormat(encoding=encoding, sample_rate_hz=fmt.sample_rate, channels=fmt.channels)
+
+
+@dataclass(slots=True)
+class _Turn:
+    """Timing and output of one response as the game sees it."""
+
+    id: str
+    cause: pb.ResponseCause.ValueType
+    started: float
+    user_end: float | None
+    first_backend: float | None = None
+    first_output: float | None = None
+    sequence: int = 0
+    out_samples: int = 0
+    transcript: str = ""
+    interrupted: bool = False
+    call_ids: list[str] = field(default_factory=list)
+
+
+class Conversation(SlotListener):
+    """The state of one Converse stream."""
+
+    def __init__(
+        self,
+        slot: NpcSlot,
+        start: pb.Start,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.slot = slot
+        self.id = f"conv_{uuid.uuid4().hex[:16]}"
+        self.in_format = audio_format(start.input_format, "start.input_format")
+        self.out_format = audio_format(start.output_format, "start.output_format")
+        caps = start.capabilities
+        self.caps = pb.Capabilities(
+            transcripts=caps.transcripts,
+            actions=caps.actions,
+            vad_events=caps.vad_events,
+            latency_reports=caps.latency_reports,
+        )
+        modalities = {m for m in start.output_modalities if m != pb.MODALITY_UNSPECIFIED}
+        if modalities - {pb.MODALITY_AUDIO, pb.MODALITY_TEXT}:
+            raise InvalidRequest("start.output_modalities: unknown value")
+        self.text_only = modalities == {pb.MODALITY_TEXT}
+        self.push_to_talk = start.turn_mode == pb.TURN_MODE_PUSH_TO_TALK or (
+            start.turn_mode == pb.TURN_MODE_UNSPECIFIED
+            and slot.persona.persona.turn_detection.type == "none"
+        )
+        self.context = dict(start.context)
+        if start.player.name:
+            self.context["player_name"] = start.player.name
+        self.greet = start.greet
+        self.out: asyncio.Queue[object] = asyncio.Queue()
+        self._clock = clock
+        self._in = audio.InputConverter(self.in_format)
+        self._out = audio.OutputConverter(self.out_format)
+        self._turn: _Turn | None = None
+        self._pending_cause = pb.RESPONSE_CAUSE_PLAYER_SPEECH
+        self._user_end: float | None = None
+        self._uncommitted_ms = 0.0
+        self._held: list[str] = []
+        self._queued_audio_ms = 0.0
+        self._slow = False
+        self._partial: dict[str, str] = {}
+        self._action_timers: dict[str, asyncio.TimerHandle] = {}
+        self._calls_by_response: dict[str, set[str]] = {}
+        self._failed: NpcdError | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> pb.Ready:
+        """Configure the slot for this conversation and say `Ready`."""
+        slot = self.slot
+        slot.context = dict(self.context)
+        slot.actions_enabled = self.caps.actions
+        slot.push_to_talk = self.push_to_talk
+        await slot.reconfigure()
+        if self.greet:
+            self._request(pb.RESPONSE_CAUSE_GREETING, self._greeting_overrides())
+            await slot.flush()
+        turn_mode = pb.TURN_MODE_PUSH_TO_TALK if self.push_to_talk else pb.TURN_MODE_SERVER_VAD
+        from npcd.server.convert import character_message
+
+        return pb.Ready(
+            conversation_id=self.id,
+            character=character_message(slot.persona.persona, ready=slot.ready, busy=True),
+            input_format=format_message(self.in_format),
+            output_format=format_message(self.out_format),
+            capabilities=self.caps,
+            turn_mode=turn_mode,
+        )
+
+    async def close(self) -> None:
+        """The stream is over: stop what the NPC is saying and forget this client."""
+        for timer in self._action_timers.values():
+            timer.cancel()
+        self._action_timers.clear()
+        session = self.slot.session
+        if session.response_phase is not ResponsePhase.IDLE:
+            session.interrupt()
+        session.pending_calls.clear()
+        with contextlib.suppress(Exception):
+            await self.slot.flush()
+
+    def finish(self, error: NpcdError | None = None) -> None:
+        """End the outgoing stream (with ``error`` as its status, if given)."""
+        self._failed = error
+        self.out.put_nowait(_END)
+
+    @property
+    def failure(self) -> NpcdError | None:
+        return self._failed
+
+    @staticmethod
+    def is_end(message: object) -> bool:
+        return message is _END
+
+    def deliverable(self, message: pb.ConverseResponse) -> bool:
+        """Drop audio of a response that was interrupted after it was queued."""
+        if message.WhichOneof("kind") == "audio":
+            self._queued_audio_ms -= self._ms_of(message.audio.data)
+            turn = self._turn
+            if turn is not None and turn.interrupted and message.audio.response_id == turn.id:
+                return False
+        return True
+
+    def note_sent(self, message: pb.ConverseResponse) -> None:
+        """Latency bookkeeping: the first output of a turn has reached gRPC."""
+        turn = self._turn
+        kind = message.WhichOneof("kind")
+        if turn is not None and turn.first_output is None and kind in ("audio", "npc_transcript"):
+            turn.first_output = self._clock()
+
+    # -- game -> npcd -----------------------------------------------------------------------------
+
+    async def handle(self, request: pb.ConverseRequest) -> bool:
+        """Handle one client message; False when the client ended the conversation."""
+        kind = request.WhichOneof("kind")
+        if kind is None:
+            raise InvalidRequest("message has no content (set one of the `kind` fields)")
+        if kind == "start":
+            raise InvalidRequest("start: only the first message may be Start")
+        handler = getattr(self, f"_on_{kind}")
+        result: bool | None = await handler(getattr(request, kind), request.request_id)
+        await self.slot.flush()
+        return result is not False
+
+    async def _on_audio(self, chunk: pb.AudioChunk, request_id: str) -> None:
+        try:
+            audio.validate_chunk(self.in_format, chunk.data)
+        except audio.AudioError as exc:
+            raise InvalidRequest(f"audio.data: {exc}") from None
+        pcm = self._in.convert(chunk.data)
+        if not pcm:
+            return
+        self._uncommitted_ms += len(pcm) / 48
+        encoded = audio.b64encode(pcm)
+        if self.slot.state is not SlotState.READY:
+            self._held.append(encoded)
+            while len(self._held) * 20 > MAX_HELD_AUDIO_MS:
+                self._held.pop(0)
+            return
+        for held in self._held:
+            self.slot.session.append_audio(held)
+        self._held.clear()
+        self.slot.session.append_audio(encoded)
+
+    async def _on_commit(self, _: pb.Commit, request_id: str) -> None:
+        tail = self._in.flush()
+        if tail:
+            self._uncommitted_ms += len(tail) / 48
+            self.slot.session.append_audio(audio.b64encode(tail))
+        if self._uncommitted_ms < MIN_COMMIT_MS:
+            self._error(
+                pb.ERROR_CODE_EMPTY_COMMIT,
+                f"commit needs at least {MIN_COMMIT_MS} ms of audio; "
+                f"{self._uncommitted_ms:.0f} ms were sent since the last turn",
+                request_id=request_id,
+            )
+            return
+        self._uncommitted_ms = 0
+        self.slot.session.commit_audio()
+        self._user_end = self._clock()
+        self._request(pb.RESPONSE_CAUSE_PLAYER_SPEECH)
+
+    async def _on_text(self, message: pb.TextMessage, request_id: str) -> None:
+        text = message.text.strip()
+        if not text or len(text) > MAX_TEXT_CHARS:
+            raise InvalidRequest(f"text.text: must be 1 to {MAX_TEXT_CHARS} characters")
+        self.slot.session.add_user_text(text)
+        self._user_end = self._clock()
+        self._request(pb.RESPONSE_CAUSE_PLAYER_TEXT)
+
+    async def _on_interrupt(self, message: pb.Interrupt, request_id: str) -> None:
+        self._barge_in(pb.INTERRUPT_CAUSE_CLIENT, message.played_ms or None, server_cancels=False)
+
+    async def _on_playback(self, message: pb.PlaybackProgress, request_id: str) -> None:
+        self.slot.session.report_playback(message.response_id, message.played_ms)
+
+    async def _on_action_result(self, message: pb.ActionResult, request_id: str) -> None:
+        timer = self._action_timers.pop(message.call_id, None)
+        if timer is not None:
+            timer.cancel()
+        output: object
+        if message.result_json:
+            try:
+                output = orjson.loads(message.result_json)
+            except orjson.JSONDecodeError:
+                self._error(
+                    pb.ERROR_CODE_INVALID_ACTION_RESULT,
+                    "action_result.result_json is not valid JSON; passed to the NPC as text",
+                    request_id=request_id,
+                )
+                output = message.result_json
+        else:
+            output = None
+        payload = {"ok": message.ok, "result": output}
+        if message.error:
+            payload["error"] = message.error
+        self._answer(message.call_id, orjson.dumps(payload).decode(), request_id)
+
+    async def _on_context(self, message: pb.ContextUpdate, request_id: str) -> None:
+        self.context.update(message.set)
+        for key in message.unset:
+            self.context.pop(key, None)
+        await self.slot.reconfigure(self.context)
+
+    async def _on_trigger(self, message: pb.Trigger, request_id: str) -> None:
+        if not message.name:
+            raise InvalidRequest("trigger.name: required")
+        details = "".join(f"\n{k}: {v}" for k, v in sorted(message.params.items()))
+        self.slot.session.add_system_note(f"Game event: {message.name}{details}")
+        if not message.silent:
+            self._user_end = self._clock()
+            self._request(pb.RESPONSE_CAUSE_TRIGGER)
+
+    async def _on_end(self, _: pb.End, request_id: str) -> bool:
+        return False
+
+    # -- npcd -> game -----------------------------------------------------------------------------
+
+    def on_status(self, status: SlotStatus) -> None:
+        if status.kind is StatusKind.FAILED:
+            from npcd.errors import BackendUnavailable
+
+            self._error(pb.ERROR_CODE_BACKEND_UNAVAILABLE, status.detail, fatal=True)
+            self.finish(BackendUnavailable(f"the NPC's backend is unavailable: {status.detail}"))
+            return
+        if status.kind is StatusKind.RECONNECTING and self._turn is not None:
+            turn = self._turn
+            if not turn.interrupted:
+                turn.interrupted = True
+                self._emit(
+                    pb.ConverseResponse(
+                        interrupted=pb.Interrupted(
+                            response_id=turn.id,
+                            cause=pb.INTERRUPT_CAUSE_BACKEND_LOST,
+                            truncated_at_ms=self._ms(turn.out_samples),
+                        )
+                    )
+                )
+                self._finish_turn(pb.RESPONSE_STATUS_INTERRUPTED, "backend_lost", None)
+        self._emit(
+            pb.ConverseResponse(
+                session_status=pb.SessionStatus(
+                    state=_SESSION_STATES[status.kind],
+                    detail=status.detail,
+                    context_kept=status.context_kept,
+                )
+            )
+        )
+        if status.kind is not StatusKind.RECONNECTING and self._held:
+            for held in self._held:
+                self.slot.session.append_audio(held)
+            self._held.clear()
+
+    def on_event(self, event: ev.ServerEvent) -> None:
+        handler = _EVENT_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _on_speech_started(self, event: ev.InputAudioBufferSpeechStarted) -> None:
+        if self.caps.vad_events:
+            self._emit(
+                pb.ConverseResponse(
+                    speech_started=pb.PlayerSpeechStarted(
+                        audio_start_ms=event.audio_start_ms, utterance_id=event.item_id
+                    )
+                )
+            )
+        if self._turn is not None and not self._turn.interrupted:
+            self._barge_in(pb.INTERRUPT_CAUSE_PLAYER_SPEECH, None, server_cancels=True)
+
+    def _on_speech_stopped(self, event: ev.InputAudioBufferSpeechStopped) -> None:
+        self._user_end = self._clock()
+        self._uncommitted_ms = 0
+        self._pending_cause = pb.RESPONSE_CAUSE_PLAYER_SPEECH
+        if self.caps.vad_events:
+            self._emit(
+                pb.ConverseResponse(
+                    speech_stopped=pb.PlayerSpeechStopped(
+                        audio_end_ms=event.audio_end_ms, utterance_id=event.item_id
+                    )
+                )
+            )
+
+    def _on_transcript_delta(self, event: ev.ConversationItemInputAudioTranscriptionDelta) -> None:
+        if self.caps.transcripts and event.delta:
+            text = self._partial.get(event.item_id, "") + event.delta
+            self._partial[event.item_id] = text
+            self._emit(
+                pb.ConverseResponse(
+                    player_transcript=pb.PlayerTranscript(
+                        utterance_id=event.item_id, text=text, is_final=False
+                    )
+                )
+            )
+
+    def _on_transcript_done(
+        self, event: ev.ConversationItemInputAudioTranscriptionCompleted
+    ) -> None:
+        self._partial.pop(event.item_id, None)
+        if self.caps.transcripts:
+            self._emit(
+                pb.ConverseResponse(
+                    player_transcript=pb.PlayerTranscript(
+                        utterance_id=event.item_id, text=event.transcript.strip(), is_final=True
+                    )
+                )
+            )
+
+    def _on_response_created(self, event: ev.ResponseCreated) -> None:
+        response = self.slot.session.response
+        tag = response.tag if response is not None else None
+        cause = (
+            pb.ResponseCause.ValueType(tag)
+            if isinstance(tag, int)
+            else pb.RESPONSE_CAUSE_PLAYER_SPEECH
+        )
+        response_id = event.response.id or f"resp_{uuid.uuid4().hex[:12]}"
+        self._turn = _Turn(response_id, cause, self._clock(), self._user_end)
+        self._user_end = None
+        self._out.reset()
+        self._emit(
+            pb.ConverseResponse(
+                response_started=pb.ResponseStarted(response_id=response_id, cause=cause)
+            )
+        )
+
+    def _on_audio_delta(self, event: ev.ResponseOutputAudioDelta) -> None:
+        turn = self._turn
+        if turn is None or turn.interrupted or turn.id != event.response_id:
+            return
+        if turn.first_backend is None:
+            turn.first_backend = self._clock()
+        data = self._out.convert(audio.b64decode(event.delta))
+        self._send_audio(turn, data)
+
+    def _on_text_delta(
+        self, event: ev.ResponseOutputAudioTranscriptDelta | ev.ResponseOutputTextDelta
+    ) -> None:
+        turn = self._turn
+        if turn is None or turn.interrupted or turn.id != event.response_id:
+            return
+        turn.transcript += event.delta
+        if self.caps.transcripts or isinstance(event, ev.ResponseOutputTextDelta):
+            if turn.first_backend is None:
+                turn.first_backend = self._clock()
+            self._emit(
+                pb.ConverseResponse(
+                    npc_transcript=pb.NpcTranscript(response_id=turn.id, delta=event.delta)
+                )
+            )
+
+    def _on_call_done(self, event: ev.ResponseFunctionCallArgumentsDone) -> None:
+        turn = self._turn
+        call = self.slot.session.pending_calls.get(event.call_id)
+        if call is None:
+            return
+        if not self.caps.actions:
+            self._answer(event.call_id, '{"ok": false, "error": "actions are not available"}', "")
+            return
+        persona_actions = {a.name: a for a in self.slot.persona.persona.actions}
+        action = persona_actions.get(call.name)
+        timeout_ms = action.timeout_ms if action else 10_000
+        self._calls_by_response.setdefault(event.response_id, set()).add(event.call_id)
+        if turn is not None:
+            turn.call_ids.append(event.call_id)
+        self._emit(
+            pb.ConverseResponse(
+                action_request=pb.ActionRequest(
+                    call_id=event.call_id,
+                    name=call.name,
+                    arguments_json=call.arguments,
+                    response_id=event.response_id,
+                    timeout_ms=timeout_ms,
+                )
+            )
+        )
+        loop = asyncio.get_running_loop()
+        self._action_timers[event.call_id] = loop.call_later(
+            timeout_ms / 1000, self._action_timed_out, event.call_id, call.name
+        )
+
+    def _on_response_done(self, event: ev.ResponseDone) -> None:
+        turn = self._turn
+        if turn is None or turn.id != event.response.id:
+            return
+        tail = self._out.flush()
+        if tail and not turn.interrupted:
+            self._send_audio(turn, tail)
+        status = event.response.status or "completed"
+        reason = (
+            event.response.status_details.reason
+            if event.response.status_details is not None
+            else None
+        )
+        code = (
+            pb.RESPONSE_STATUS_INTERRUPTED
+            if turn.interrupted
+            else _STATUS.get(status, pb.RESPONSE_STATUS_FAILED)
+        )
+        self._finish_turn(code, reason or "", event)
+        self.slot.maybe_rotate()
+
+    def _on_error(self, event: ev.ErrorEvent) -> None:
+        error = self.slot.session.errors[-1] if self.slot.session.errors else None
+        if error is None or error.event is not event:
+            return
+        kind = error.verdict.kind
+        if kind is ErrorClass.BENIGN:
+            return
+        if kind is ErrorClass.CLIENT_BUG:
+            _LOGGER.warning(
+                "npc %s: backend refused an npcd event: %s", self.slot.id, error.verdict.reason
+            )
+            return
+        code = (
+            pb.ERROR_CODE_RATE_LIMITED
+            if "rate" in error.verdict.rule
+            else (pb.ERROR_CODE_BACKEND_ERROR)
+        )
+        self._error(
+            code,
+            error.verdict.reason,
+            retryable=kind is ErrorClass.RETRYABLE,
+            fatal=kind is ErrorClass.FATAL,
+        )
+        if kind is ErrorClass.FATAL:
+            from npcd.errors import BackendRejected
+
+            self.finish(BackendRejected(f"the backend refused npcd: {error.verdict.reason}"))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _request(
+        self, cause: pb.ResponseCause.ValueType, overrides: ResponseOverrides | None = None
+    ) -> None:
+        self.slot.session.request_response(overrides, tag=cause)
+
+    def _greeting_overrides(self) -> ResponseOverrides:
+        persona = self.slot.persona.persona
+        greeting = render_greeting(persona, self.context)
+        cue = (
+            f"Greet {self.context.get('player_name', 'the player')} now, in character"
+            + (f', with your usual greeting: "{greeting}"' if greeting else "")
+            + "."
+        )
+        instructions = render_instructions(persona, self.context) + "\n\n" + cue
+        return ResponseOverrides(instructions=instructions)
+
+    def _send_audio(self, turn: _Turn, data: bytes) -> None:
+        if not data:
+            return
+        start_ms = self._ms(turn.out_samples)
+        turn.out_samples += len(data) // self.out_format.frame_bytes
+        if self.text_only:
+            return
+        self._emit(
+            pb.ConverseResponse(
+                audio=pb.NpcAudio(
+                    response_id=turn.id, sequence=turn.sequence, start_ms=start_ms, data=data
+                )
+            )
+        )
+        turn.sequence += 1
+        self._queued_audio_ms += self._ms_of(data)
+        if self._queued_audio_ms > MAX_QUEUED_AUDIO_MS and not self._slow:
+            self._slow = True
+            self._error(
+                pb.ERROR_CODE_SLOW_CONSUMER,
+                "the game is not reading NPC audio; the response was stopped",
+                retryable=True,
+            )
+            self._barge_in(pb.INTERRUPT_CAUSE_CLIENT, None, server_cancels=False)
+        elif self._queued_audio_ms < MAX_QUEUED_AUDIO_MS / 2:
+            self._slow = False
+
+    def _barge_in(
+        self, cause: pb.InterruptCause.ValueType, played_ms: int | None, *, server_cancels: bool
+    ) -> None:
+        turn = self._turn
+        session = self.slot.session
+        server_cancels = server_cancels and not self.push_to_talk
+        result = session.interrupt(played_ms, server_cancels=server_cancels)
+        if turn is None or turn.interrupted:
+            return
+        turn.interrupted = True
+        cut = result.truncated_at_ms if result is not None else None
+        self._out.reset()
+        self._emit(
+            pb.ConverseResponse(
+                interrupted=pb.Interrupted(
+                    response_id=turn.id,
+                    cause=cause,
+                    truncated_at_ms=cut if cut is not None else self._ms(turn.out_samples),
+                )
+            )
+        )
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.slot.flush())  # noqa: RUF006 - the slot's send lock orders it
+
+    def _finish_turn(
+        self, status: pb.ResponseStatus.ValueType, reason: str, event: ev.ResponseDone | None
+    ) -> None:
+        turn = self._turn
+        if turn is None:
+            return
+        self._turn = None
+        usage = pb.Usage()
+        if event is not None and event.response.usage is not None:
+            u = event.response.usage
+            usage = pb.Usage(
+                input_tokens=u.input_tokens or 0,
+                output_tokens=u.output_tokens or 0,
+                total_tokens=u.total_tokens or 0,
+                input_audio_tokens=(u.input_token_details.audio_tokens or 0)
+                if u.input_token_details
+                else 0,
+                output_audio_tokens=(u.output_token_details.audio_tokens or 0)
+                if u.output_token_details
+                else 0,
+                cached_input_tokens=(u.input_token_details.cached_tokens or 0)
+                if u.input_token_details
+                else 0,
+            )
+        done = pb.ResponseDone(
+            response_id=turn.id,
+            status=status,
+            reason=reason,
+            audio_ms=self._ms(turn.out_samples),
+            transcript=turn.transcript,
+            usage=usage,
+        )
+        if self.caps.latency_reports:
+            done.latency.CopyFrom(self._latency(turn))
+        self._emit(pb.ConverseResponse(response_done=done))
+
+    def _latency(self, turn: _Turn) -> pb.Latency:
+        start = turn.user_end if turn.user_end is not None else turn.started
+        first_out = turn.first_output or turn.first_backend
+        if first_out is None:
+            return pb.Latency()
+        total = max(0.0, first_out - start)
+        backend = max(0.0, (turn.first_backend or first_out) - start)
+        return pb.Latency(
+            first_output_us=int(total * 1e6),
+            backend_us=int(backend * 1e6),
+            npcd_us=int(max(0.0, total - backend) * 1e6),
+        )
+
+    def _answer(self, call_id: str, output: str, request_id: str) -> None:
+        session = self.slot.session
+        try:
+            call = session.answer_call(call_id, output)
+        except KeyError:
+            self._error(
+                pb.ERROR_CODE_UNKNOWN_CALL_ID,
+                f"action_result.call_id {call_id!r} is not waiting for an answer "
+                "(already answered, timed out, or never asked)",
+                request_id=request_id,
+            )
+            return
+        waiting = self._calls_by_response.get(call.response_id or "", set())
+        waiting.discard(call_id)
+        if not waiting and session.calls_outstanding(call.response_id) == 0:
+            self._request(pb.RESPONSE_CAUSE_ACTION_RESULT)
+
+    def _action_timed_out(self, call_id: str, name: str) -> None:
+        self._action_timers.pop(call_id, None)
+        self._error(
+            pb.ERROR_CODE_ACTION_TIMEOUT,
+            f"no ActionResult for {name} ({call_id}) in time; the NPC was told it failed",
+        )
+        self._answer(call_id, '{"ok": false, "error": "the action timed out"}', "")
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.slot.flush())  # noqa: RUF006 - the slot's send lock orders it
+
+    def _error(
+        self,
+        code: pb.ErrorCode.ValueType,
+        message: str,
+        *,
+        retryable: bool = False,
+        fatal: bool = False,
+        request_id: str = "",
+    ) -> None:
+        self._emit(
+            pb.ConverseResponse(
+                error=pb.Error(code=code, message=message, retryable=retryable, fatal=fatal),
+                request_id=request_id,
+            )
+        )
+
+    def _emit(self, message: pb.ConverseResponse) -> None:
+        self.out.put_nowait(message)
+
+    def _ms(self, samples: int) -> int:
+        return samples * 1000 // self.out_format.sample_rate
+
+    def _ms_of(self, data: bytes) -> float:
+        return len(data) * 1000 / self.out_format.bytes_per_second
+
+
+_EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
+    ev.InputAudioBufferSpeechStarted: Conversation._on_speech_started,  # type: ignore[dict-item]
+    ev.InputAudioBufferSpeechStopped: Conversation._on_speech_stopped,  # type: ignore[dict-item]
+    ev.ConversationItemInputAudioTranscriptionDelta: Conversation._on_transcript_delta,  # type: ignore[dict-item]
+    ev.ConversationItemInputAudioTranscriptionCompleted: Conversation._on_transcript_done,  # type: ignore[dict-item]
+    ev.ResponseCreated: Conversation._on_response_created,  # type: ignore[dict-item]
+    ev.ResponseOutputAudioDelta: Conversation._on_audio_delta,  # type: ignore[dict-item]
+    ev.ResponseOutputAudioTranscriptDelta: Conversation._on_text_delta,  # type: ignore[dict-item]
+    ev.ResponseOutputTextDelta: Conversation._on_text_delta,  # type: ignore[dict-item]
+    ev.ResponseFunctionCallArgumentsDone: Conversation._on_call_done,  # type: ignore[dict-item]
+    ev.ResponseDone: Conversation._on_response_done,  # type: ignore[dict-item]
+    ev.ErrorEvent: Conversation._on_error,  # type: ignore[dict-item]
+}
