@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	  || { echo "npcd needs Python 3.11 or newer as '$(PYTHON)' (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	@touch $@
 
 proto: $(PB2)
