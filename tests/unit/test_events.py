@@ -356,7 +356,9 @@ def client_events(dialect: Dialect) -> st.SearchStrategy[ClientEvent]:
 
 
 @functools.cache
-def server_events(dialect: Dialect, *, unknown_items: bool = True) -> st.SearchStrategy[ServerEvent]:
+def server_events(
+    dialect: Dialect, *, unknown_items: bool = True
+) -> st.SearchStrategy[ServerEvent]:
     return st.one_of(list(server_event_strategies(dialect, unknown_items=unknown_items).values()))
 
 
