@@ -26,6 +26,7 @@ run ~50 times a second per conversation, so they skip the generic shape walk.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import orjson
@@ -96,7 +97,7 @@ from npcd.realtime.events import (
     SessionUpdated,
     UnknownServerEvent,
 )
-from npcd.realtime.wire import BETA_ONLY, GA_ONLY, INT, STR, Ctx, Field, Shape, const
+from npcd.realtime.wire import BETA_ONLY, GA_ONLY, INT, STR, Ctx, Field, Shape, const, invalid_value
 
 __all__ = [
     "CLIENT_EVENT_TYPES",
@@ -389,13 +390,7 @@ def decode_client(text: str | bytes, dialect: Dialect = Dialect.GA) -> ClientEve
         name = _event_type(obj)
         shape = _CLIENT_DECODE[dialect].get(name)
         if shape is None:
-            supported = ", ".join(f"'{n}'" for n in _CLIENT_DECODE[dialect])
-            shown = f"'{name}'" if len(name) <= 64 else "this type"
-            raise EventError(
-                "invalid_value",
-                f"Invalid value: {shown}. Supported values are: {supported}.",
-                "type",
-            )
+            invalid_value("type", name, _CLIENT_DECODE[dialect])
         event: ClientEvent = shape.decode_obj(obj, "", _STRICT[dialect])
     except EventError as exc:
         exc.event_id = event_id
@@ -478,7 +473,7 @@ _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":'
 
 
 def _encode_append(audio: str) -> str:
-    # One orjson call on the string (it escapes anything odd), no dict: ~0.3 us for 20 ms.
+    # One orjson call on the string (it escapes anything odd) and no dict: ~0.6 us for 20 ms.
     if type(audio) is not str:
         raise EncodeError("InputAudioBufferAppend.audio must be a base64 str")
     return (_APPEND_PREFIX + orjson.dumps(audio) + b"}").decode()
@@ -504,6 +499,18 @@ def _encode_audio_delta(event: ResponseOutputAudioDelta, dialect: Dialect) -> st
     )
 
 
+# The frozen dataclass __init__ (keyword parsing plus object.__setattr__ per field) costs
+# ~1.3 us, half of the whole decode; the slot descriptors do the same stores in ~0.5 us.
+# The field tuple is checked at import so a new field cannot be silently left unset.
+_DELTA_FIELDS = ("event_id", "response_id", "item_id", "output_index", "content_index", "delta")
+if tuple(f.name for f in dataclasses.fields(ResponseOutputAudioDelta)) != _DELTA_FIELDS:
+    raise TypeError("ResponseOutputAudioDelta changed: update the decode fast path")
+_new_event = object.__new__
+_set_event_id, _set_response_id, _set_item_id, _set_output_index, _set_content_index, _set_delta = (
+    getattr(ResponseOutputAudioDelta, name).__set__ for name in _DELTA_FIELDS
+)
+
+
 def _decode_audio_delta(obj: dict[str, Any]) -> ResponseOutputAudioDelta | None:
     """Typed lookups without the shape walk; None sends odd frames to the generic decoder."""
     get = obj.get
@@ -521,12 +528,12 @@ def _decode_audio_delta(obj: dict[str, Any]) -> ResponseOutputAudioDelta | None:
         and type(content_index) is int
         and type(delta) is str
     ):
-        return ResponseOutputAudioDelta(
-            event_id=event_id,
-            response_id=response_id,
-            item_id=item_id,
-            output_index=output_index,
-            content_index=content_index,
-            delta=delta,
-        )
+        event: ResponseOutputAudioDelta = _new_event(ResponseOutputAudioDelta)
+        _set_event_id(event, event_id)
+        _set_response_id(event, response_id)
+        _set_item_id(event, item_id)
+        _set_output_index(event, output_index)
+        _set_content_index(event, content_index)
+        _set_delta(event, delta)
+        return event
     return None

@@ -15,10 +15,12 @@ This is where a field the service renames gets renamed once, for both ends. Rule
   `tool_choice` and `input_image` content in beta.
 * Item content types: GA `output_text` / `output_audio`, beta `text` / `audio`; the `part` of
   `response.content_part.*` is `text` / `audio` in both.
-* Not modelled (strict decoding rejects them as `unsupported_parameter`, lenient decoding
-  ignores them): MCP tools and items, tracing, truncation, prompt templates, `include`,
+* Not modelled: MCP tools and items, tracing, truncation, prompt templates, `include`,
   reasoning, `parallel_tool_calls`, transcription `delay` / `keywords` / `languages`,
-  transcription-only sessions, `item_reference` inputs.
+  transcription-only sessions, `item_reference` inputs, beta `client_secret`. Strict (client)
+  decoding rejects them as `unsupported_parameter`; lenient (server) decoding ignores such keys
+  and keeps such items as `UnknownItem`, but an MCP tool or tool choice inside a session is an
+  EventError there too (npcd never configures one).
 * npcd requires a few keys the SDK marks optional, because they select the shape and the real
   service always sends them: every `type` (items, content parts, tools, formats, turn
   detection), message `role`, tool `name`. Beta items missing `type` decode to `UnknownItem`.
@@ -156,15 +158,20 @@ def _enc_voice(voice: str | CustomVoice, dialect: Dialect) -> Any:
     return voice
 
 
+_CUSTOM_VOICE = Shape(CustomVoice, [Field("id", STR, required=True)])
+
+
 def _dec_voice(value: Any, path: str, ctx: Ctx) -> str | CustomVoice:
     if type(value) is str:
         return value
-    if type(value) is dict and ctx.dialect is GA:
-        return _CUSTOM_VOICE.decode_obj(value, path, ctx)  # type: ignore[no-any-return]
-    invalid_type(path, "a string", value)
+    if ctx.dialect is BETA:
+        invalid_type(path, "a string", value)
+    if type(value) is not dict:
+        invalid_type(path, "a string or an object", value)
+    custom: CustomVoice = _CUSTOM_VOICE.decode_obj(value, path, ctx)
+    return custom
 
 
-_CUSTOM_VOICE = Shape(CustomVoice, [Field("id", STR, required=True)])
 VOICE = Codec(_enc_voice, _dec_voice)
 
 
@@ -257,7 +264,8 @@ def _enc_tool_choice(choice: str | FunctionToolChoice, dialect: Dialect) -> Any:
 
 def _dec_tool_choice(value: Any, path: str, ctx: Ctx) -> str | FunctionToolChoice:
     if type(value) is dict and ctx.dialect is GA:
-        return _GA_TOOL_CHOICE_OBJECT.dec(value, path, ctx)  # type: ignore[no-any-return]
+        choice: FunctionToolChoice = _GA_TOOL_CHOICE_OBJECT.dec(value, path, ctx)
+        return choice
     return get_literal(value, path, _TOOL_CHOICE_MODES)
 
 

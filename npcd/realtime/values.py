@@ -59,11 +59,14 @@ class EventError(ValueError):
     def __init__(
         self, code: str, message: str, param: str | None = None, event_id: str | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(code, message, param, event_id)  # all args: survives pickling
         self.code = code
         self.message = message
         self.param = param
         self.event_id = event_id
+
+    def __str__(self) -> str:
+        return self.message
 
     def __repr__(self) -> str:
         return f"EventError(code={self.code!r}, message={self.message!r}, param={self.param!r})"
@@ -166,7 +169,7 @@ class FunctionTool:
 
     name: str
     description: str | None = None
-    parameters: Mapping[str, JsonValue] | None = None
+    parameters: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

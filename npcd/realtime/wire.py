@@ -97,19 +97,11 @@ def unsupported(path: str) -> NoReturn:
     )
 
 
-def check_keys(
-    obj: dict[str, Any],
-    path: str,
-    allowed: frozenset[str],
-    ctx: Ctx,
-    known_unmodelled: frozenset[str] = frozenset(),
-) -> None:
+def check_keys(obj: dict[str, Any], path: str, allowed: frozenset[str], ctx: Ctx) -> None:
     """In strict mode, reject the first key (in wire order) that the shape does not declare."""
     if ctx.strict:
         for key in obj:
             if key not in allowed:
-                if key in known_unmodelled:
-                    unsupported(join(path, key))
                 unknown(join(path, key))
 
 
@@ -330,19 +322,11 @@ class Shape:
             _check_tree(obj, path, self._tree[ctx.dialect])
         kwargs: dict[str, Any] = {}
         for f, parts, rel in self._plan[ctx.dialect]:
-            container: dict[str, Any] | None = obj
-            for depth, part in enumerate(parts[:-1]):
-                sub = container.get(part)  # type: ignore[union-attr]
-                if sub is None:
-                    container = None
-                    break
-                container = get_obj(sub, join(path, ".".join(parts[: depth + 1])))
-            if container is None or parts[-1] not in container:
+            raw = obj.get(parts[0], _ABSENT) if len(parts) == 1 else _find(obj, parts, path)
+            if raw is _ABSENT:
                 if f.required:
                     missing(join(path, rel))
-                continue
-            raw = container[parts[-1]]
-            if f.const is not None:
+            elif f.const is not None:
                 get_literal(raw, join(path, rel), (f.const,))
             elif raw is None:
                 if f.required:
@@ -359,6 +343,19 @@ class Shape:
             lambda v, d: self.encode_into({}, v, d),
             lambda v, p, c: self.decode_obj(get_obj(v, p), p, c),
         )
+
+
+_ABSENT: Any = object()
+
+
+def _find(obj: dict[str, Any], parts: tuple[str, ...], path: str) -> Any:
+    """The value at a nested wire path (GA `audio.input.format`); a null parent means absent."""
+    for depth, part in enumerate(parts[:-1]):
+        sub = obj.get(part)
+        if sub is None:
+            return _ABSENT
+        obj = get_obj(sub, join(path, ".".join(parts[: depth + 1])))
+    return obj.get(parts[-1], _ABSENT)
 
 
 def _check_required(cls: Callable[..., Any], fields: tuple[Field, ...]) -> None:
@@ -406,8 +403,9 @@ def tagged(
     """A union of shapes told apart by `key` (whose const field each shape declares).
 
     Encoding picks the shape by the value's class; a class without a shape in the target
-    dialect raises EncodeError. `unmodelled` tags are real but unsupported (strict: rejected as
-    `unsupported_parameter`; the lenient side raises the same, callers decide otherwise).
+    dialect raises EncodeError. Decoding an `unmodelled` tag (a real protocol value npcd does not
+    represent, e.g. an MCP tool) raises `unsupported_parameter`, any other unknown tag
+    `invalid_value`, on both sides: nothing here is dropped silently.
     """
     by_class = {d: {shape.cls: shape for shape in m.values()} for d, m in shapes.items()}
     unmodelled_tags = frozenset(unmodelled)

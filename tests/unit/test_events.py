@@ -1244,9 +1244,10 @@ def _benchmark() -> None:  # pragma: no cover - manual
         "decode response.audio.delta (beta)": lambda: decode_server(beta_wire, BETA),
         "decode_client input_audio_buffer.append": lambda: decode_client(encode_client(append)),
     }
+    print(f"{'us per event':40s} {'median':>7s} {'min':>7s}")
     for name, fn in cases.items():
-        runs = timeit.repeat(fn, number=20000, repeat=9)
-        print(f"{name:40s} {statistics.median(runs) / 20000 * 1e6:6.2f} us")
+        runs = [t / 20000 * 1e6 for t in timeit.repeat(fn, number=20000, repeat=15)]
+        print(f"{name:40s} {statistics.median(runs):7.2f} {min(runs):7.2f}")
 
 
 if __name__ == "__main__":  # pragma: no cover
