@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
         "server (env NPCD_BACKEND; default local)",
     )
     serve.add_argument(
+        "--model",
+        default=env_default("MODEL", "") or None,
+        help="backend model, or the Azure deployment name (env NPCD_MODEL; default gpt-realtime)",
+    )
+    serve.add_argument(
+        "--dialect",
+        default=env_default("DIALECT", "ga"),
+        choices=["ga", "beta"],
+        help="Realtime protocol dialect (env NPCD_DIALECT; default ga; OpenAI speaks only ga)",
+    )
+    serve.add_argument(
+        "--azure-endpoint",
+        default=os.environ.get("AZURE_OPENAI_ENDPOINT") or None,
+        help="Azure resource URL for --backend azure (env AZURE_OPENAI_ENDPOINT)",
+    )
+    serve.add_argument(
         "--log-level",
         default=env_default("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -62,6 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("ALLOW_REMOTE", "") == "1",
         help="allow listening on a non-loopback address (env NPCD_ALLOW_REMOTE=1)",
     )
+
+    backend = commands.add_parser(
+        "backend", help="run the embedded offline Realtime server on its own"
+    )
+    backend.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT (loopback only)")
+    backend.add_argument(
+        "--characters",
+        type=Path,
+        default=Path(env_default("CHARACTERS", "characters")),
+        help="persona files the backend speaks for",
+    )
+    backend.add_argument(
+        "--api-key-env",
+        default="NPCD_BACKEND_API_KEY",
+        help="environment variable holding the API key clients must present (never a flag: "
+        "arguments show in `ps`); unset accepts any key",
+    )
+    backend.add_argument(
+        "--max-session-minutes", type=float, default=60.0, help="session length (default 60)"
+    )
+    backend.add_argument(
+        "--refuse-beta",
+        action="store_true",
+        help="answer the beta header as OpenAI does since 2026-05 (beta_api_shape_disabled)",
+    )
+    backend.add_argument("--log-level", default="INFO", type=str.upper)
 
     validate = commands.add_parser("validate", help="check persona files; exit 1 on problems")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
@@ -83,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "backend":
+            return _backend(args)
         if args.command == "validate":
             return _validate(args.paths)
         if args.command == "characters":
@@ -107,9 +152,38 @@ def _serve(args: argparse.Namespace) -> int:
         backend=args.backend,
         log_level=args.log_level,
         allow_remote=args.allow_remote,
+        model=args.model,
+        dialect=args.dialect,
+        azure_endpoint=args.azure_endpoint,
     )
     try:
         asyncio.run(serve_forever(settings))
+    except StartupError as exc:
+        logging.getLogger("npcd").error("%s", exc.message)
+        return 2
+    return 0
+
+
+def _backend(args: argparse.Namespace) -> int:
+    from npcd.localbackend.run import run_backend
+
+    setup_logging(args.log_level)
+    address = parse_listen(args.listen)
+    if address.unix_path is not None or not address.is_loopback:
+        print("npcd: the local backend listens on a loopback HOST:PORT only", file=sys.stderr)
+        return 2
+    key = os.environ.get(args.api_key_env, "")
+    try:
+        asyncio.run(
+            run_backend(
+                address.host,
+                address.port,
+                args.characters,
+                api_key=key or None,
+                max_session_s=args.max_session_minutes * 60,
+                refuse_beta=args.refuse_beta,
+            )
+        )
     except StartupError as exc:
         logging.getLogger("npcd").error("%s", exc.message)
         return 2

@@ -88,6 +88,14 @@ class Settings:
     shutdown_grace: float = 5.0
     #: Largest gRPC message accepted from a client (an audio chunk is at most 1 s: 384 KB).
     max_message_bytes: int = 1024 * 1024
+    #: Backend model (OpenAI model id, or the Azure deployment name); None = the default.
+    model: str | None = None
+    #: "ga" (default) or "beta", for servers that still speak the beta shape.
+    dialect: str = "ga"
+    #: Azure resource endpoint, e.g. https://my-resource.openai.azure.com.
+    azure_endpoint: str | None = None
+    #: Seconds a local backend session lasts before it ends as OpenAI's do (tests shorten it).
+    local_session_s: float = 3600.0
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work, with a message saying why."""
@@ -96,6 +104,13 @@ class Settings:
                 f"refusing to listen on {self.listen}: not a loopback address. npcd has no "
                 "authentication yet; pass --allow-remote if you really want other machines "
                 "to reach it"
+            )
+        if self.dialect not in ("ga", "beta"):
+            raise StartupError(f"unknown dialect {self.dialect!r}: choose ga or beta")
+        if self.backend == "azure" and not self.azure_endpoint:
+            raise StartupError(
+                "the azure backend needs --azure-endpoint (or AZURE_OPENAI_ENDPOINT), e.g. "
+                "https://my-resource.openai.azure.com"
             )
         if self.backend not in BACKENDS and not self.backend.startswith(("ws://", "wss://")):
             raise StartupError(

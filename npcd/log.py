@@ -52,5 +52,6 @@ def setup_logging(level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Header dumps at DEBUG are the known leak; keep them out unless asked for explicitly.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
+    # websockets logs a line per connection at INFO (one per NPC session: noise) and every
+    # handshake header at DEBUG (the known key leak, scrubbed by the filter above regardless).
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))

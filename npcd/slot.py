@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -84,6 +85,8 @@ class SlotOptions:
     open_timeout_s: float = 10.0
     #: How many text items of history a new session is given.
     replay_items: int = 40
+    #: Ask for model ``npcd-local:<persona id>``: how the local backend knows who speaks.
+    persona_model: bool = False
 
 
 class NpcSlot:
@@ -118,6 +121,10 @@ class NpcSlot:
         self._pending_status: StatusKind | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        backend = options.backend
+        if options.persona_model:
+            backend = dataclasses.replace(backend, model=f"npcd-local:{persona.persona.id}")
+        self.backend = backend
         self._backoff = Backoff(initial_s=options.backoff_initial_s, max_s=options.backoff_max_s)
         self._quick = QuickFailureTracker()
 
@@ -246,9 +253,7 @@ class NpcSlot:
     async def _open(self, history: list[Item]) -> RealtimeLink:
         """Connect a fresh session, configure it and give it the conversation so far."""
         async with self._gate:  # the pool bounds how many slots connect at once
-            link = await RealtimeLink.open(
-                self.options.backend, open_timeout=self.options.open_timeout_s
-            )
+            link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
         self._quick.opened(self._clock())
         session = RealtimeSession(self.options.backend.dialect)
         session.configure(self.config())
@@ -279,9 +284,7 @@ class NpcSlot:
         old_link, old_session = self._link, self.session
         try:
             history = old_session.history(self.options.replay_items)
-            link = await RealtimeLink.open(
-                self.options.backend, open_timeout=self.options.open_timeout_s
-            )
+            link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
             session = RealtimeSession(self.options.backend.dialect)
             session.configure(self.config())
             for item in history:

@@ -36,10 +36,14 @@ def render_instructions(persona: Persona, context: Mapping[str, str] | None = No
         return render(text, values).strip()
 
     sections: list[str] = []
-    if persona.instructions.strip():
-        sections.append(fill(persona.instructions))
-    else:
-        sections.append(f"You are {persona.name}. Stay in character.")
+    instructions = fill(persona.instructions) if persona.instructions.strip() else ""
+    if persona.name not in instructions:
+        # Shared base instructions (extends:) rarely say who this NPC is; the model must know.
+        who = f"You are {persona.name}"
+        who += f": {persona.description.rstrip('.')}." if persona.description else "."
+        sections.append(who + ("" if instructions else " Stay in character."))
+    if instructions:
+        sections.append(instructions)
     if persona.backstory.strip():
         sections.append("# Who you are\n" + fill(persona.backstory))
     if persona.personality:

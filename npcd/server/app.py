@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import stat
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from npcd.config import ListenAddress, Settings
+from npcd.config import ListenAddress, Secret, Settings
 from npcd.errors import StartupError
+from npcd.localbackend.defaults import default_engines
+from npcd.localbackend.server import BackendOptions, LocalBackend
 from npcd.personas import Catalog, load_directory
+from npcd.pool import PoolOptions, SessionPool
+from npcd.realtime.endpoints import DEFAULT_MODEL, OPENAI_BASE_URL, Backend, Provider
+from npcd.realtime.values import Dialect
 from npcd.server.service import SERVICE_NAME, NpcService
+from npcd.slot import SlotOptions
 from npcd.v1 import npcd_pb2_grpc as pb_grpc
 
 _LOGGER = logging.getLogger("npcd.server")
@@ -38,6 +46,60 @@ class RunningServer:
     address: ListenAddress
     health: health.aio.HealthServicer
     catalog: Catalog
+    pool: SessionPool | None = None
+    local_backend: LocalBackend | None = None
+
+
+async def build_backend(
+    settings: Settings, catalog: Catalog
+) -> tuple[Backend, LocalBackend | None]:
+    """The Realtime backend the pool connects to (starting the local one if chosen)."""
+    dialect = Dialect.BETA if settings.dialect == "beta" else Dialect.GA
+    if settings.backend == "local":
+        engines = default_engines()
+        if engines.warm is not None:
+            personas = [loaded.persona for loaded in catalog.personas.values()]
+            await asyncio.to_thread(engines.warm, personas)
+        key = "sk-local-" + secrets.token_urlsafe(24)
+        local = LocalBackend(
+            engines,
+            {pid: loaded.persona for pid, loaded in catalog.personas.items()},
+            BackendOptions(api_keys=(key,), max_session_s=settings.local_session_s),
+        )
+        await local.start()
+        backend = Backend(Provider.COMPATIBLE, local.base_url, api_key=Secret(key), dialect=dialect)
+        return backend, local
+    if settings.backend == "openai":
+        return Backend(
+            Provider.OPENAI,
+            OPENAI_BASE_URL,
+            model=settings.model or DEFAULT_MODEL,
+            dialect=dialect,
+            api_key=_api_key("OPENAI_API_KEY"),
+        ), None
+    if settings.backend == "azure":
+        return Backend(
+            Provider.AZURE,
+            settings.azure_endpoint or "",
+            model=settings.model or DEFAULT_MODEL,
+            dialect=dialect,
+            api_key=_api_key("AZURE_OPENAI_API_KEY"),
+        ), None
+    env_key = os.environ.get("NPCD_API_KEY")
+    return Backend(
+        Provider.COMPATIBLE,
+        settings.backend,
+        model=settings.model or DEFAULT_MODEL,
+        dialect=dialect,
+        api_key=Secret(env_key) if env_key else None,
+    ), None
+
+
+def _api_key(variable: str) -> Secret:
+    value = os.environ.get("NPCD_API_KEY") or os.environ.get(variable)
+    if not value:
+        raise StartupError(f"set {variable} (or NPCD_API_KEY) to the backend's API key")
+    return Secret(value)
 
 
 def load_catalog(settings: Settings) -> Catalog:
@@ -54,9 +116,23 @@ def load_catalog(settings: Settings) -> Catalog:
     return catalog
 
 
-async def start_server(settings: Settings, catalog: Catalog) -> RunningServer:
-    """Build, bind and start the gRPC server (does not wait for it to stop)."""
+async def start_server(
+    settings: Settings, catalog: Catalog, *, with_backend: bool = False
+) -> RunningServer:
+    """Build, bind and start the gRPC server (does not wait for it to stop).
+
+    ``with_backend`` also starts the Realtime backend and the session pool behind `Converse`;
+    without it only the character and health services answer.
+    """
     settings.check()
+    pool: SessionPool | None = None
+    local: LocalBackend | None = None
+    if with_backend:
+        backend, local = await build_backend(settings, catalog)
+        pool = SessionPool(
+            catalog,
+            PoolOptions(SlotOptions(backend, persona_model=local is not None)),
+        )
     options = [
         # Refuse to share a port with another process (gRPC allows it by default).
         ("grpc.so_reuseport", 0),
@@ -69,7 +145,7 @@ async def start_server(settings: Settings, catalog: Catalog) -> RunningServer:
         ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_NpcServiceServicer_to_server(NpcService(lambda: catalog.personas), server)
+    pb_grpc.add_NpcServiceServicer_to_server(NpcService(lambda: catalog.personas, pool), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -95,15 +171,40 @@ async def start_server(settings: Settings, catalog: Catalog) -> RunningServer:
     else:
         address = address.with_port(port)
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, address, health_servicer, catalog)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(server, address, health_servicer, catalog, pool, local)
+    if pool is None:
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    else:
+        # NPC sessions connect in the background; the service reports SERVING once all have.
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await pool.start()
+    return running
+
+
+async def wait_for_npcs(running: RunningServer) -> int:
+    """Wait until every NPC session is up (or failed); mark the service SERVING. Returns how
+    many are ready."""
+    if running.pool is None:
+        return len(running.catalog.personas)
+    ready = await running.pool.wait_ready()
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if ready
+        else (health_pb2.HealthCheckResponse.NOT_SERVING)
+    )
+    await running.health.set(SERVICE_NAME, status)
+    return ready
 
 
 async def stop_server(running: RunningServer, grace: float) -> None:
     """Graceful stop: NOT_SERVING first, then let calls finish, then remove the socket."""
     await running.health.enter_graceful_shutdown()
     await running.server.stop(grace)
+    if running.pool is not None:
+        await running.pool.close()
+    if running.local_backend is not None:
+        await running.local_backend.close()
     if running.address.unix_path is not None:
         with contextlib.suppress(FileNotFoundError):
             running.address.unix_path.unlink()
@@ -111,10 +212,12 @@ async def stop_server(running: RunningServer, grace: float) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, catalog: Catalog | None = None
+    settings: Settings, catalog: Catalog | None = None, *, with_backend: bool = False
 ) -> AsyncIterator[RunningServer]:
     """Run a server for the duration of a ``async with`` block (tests, embedding)."""
-    running = await start_server(settings, catalog or load_catalog(settings))
+    running = await start_server(
+        settings, catalog or load_catalog(settings), with_backend=with_backend
+    )
     try:
         yield running
     finally:
@@ -124,7 +227,8 @@ async def serving(
 async def serve_forever(settings: Settings) -> None:
     """The `npcd serve` command: run until SIGINT or SIGTERM."""
     catalog = load_catalog(settings)
-    running = await start_server(settings, catalog)
+    started = time.perf_counter()
+    running = await start_server(settings, catalog, with_backend=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,7 +242,21 @@ async def serve_forever(settings: Settings) -> None:
         settings.backend,
     )
     try:
+        waiter = asyncio.create_task(wait_for_npcs(running))
+        done, _ = await asyncio.wait(
+            [waiter, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter in done:
+            ready = waiter.result()
+            total = len(catalog.personas)
+            _LOGGER.info(
+                "%d of %d NPC sessions ready in %.2f s",
+                ready,
+                total,
+                time.perf_counter() - started,
+            )
         await stop.wait()
+        waiter.cancel()
         _LOGGER.info("shutting down (grace %.0f s)", settings.shutdown_grace)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -176,4 +294,12 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["RunningServer", "load_catalog", "serve_forever", "serving", "start_server"]
+__all__ = [
+    "RunningServer",
+    "build_backend",
+    "load_catalog",
+    "serve_forever",
+    "serving",
+    "start_server",
+    "wait_for_npcs",
+]

@@ -99,6 +99,10 @@ class _Turn:
     out_samples: int = 0
     transcript: str = ""
     interrupted: bool = False
+    done: bool = False
+    #: The game's playback cursor for this response, and whether it said it finished.
+    played_ms: int | None = None
+    played_all: bool = False
     call_ids: list[str] = field(default_factory=list)
 
 
@@ -140,6 +144,8 @@ class Conversation(SlotListener):
         self._in = audio.InputConverter(self.in_format)
         self._out = audio.OutputConverter(self.out_format)
         self._turn: _Turn | None = None
+        #: The last finished turn: the game may still be playing it when the player cuts in.
+        self._last: _Turn | None = None
         self._pending_cause = pb.RESPONSE_CAUSE_PLAYER_SPEECH
         self._user_end: float | None = None
         self._uncommitted_ms = 0.0
@@ -280,6 +286,10 @@ class Conversation(SlotListener):
         self._barge_in(pb.INTERRUPT_CAUSE_CLIENT, message.played_ms or None, server_cancels=False)
 
     async def _on_playback(self, message: pb.PlaybackProgress, request_id: str) -> None:
+        for turn in (self._turn, self._last):
+            if turn is not None and turn.id == message.response_id:
+                turn.played_ms = max(turn.played_ms or 0, message.played_ms)
+                turn.played_all = turn.played_all or message.finished
         self.slot.session.report_playback(message.response_id, message.played_ms)
 
     async def _on_action_result(self, message: pb.ActionResult, request_id: str) -> None:
@@ -373,7 +383,7 @@ class Conversation(SlotListener):
                     )
                 )
             )
-        if self._turn is not None and not self._turn.interrupted:
+        if self._barge_in_target() is not None:
             self._barge_in(pb.INTERRUPT_CAUSE_PLAYER_SPEECH, None, server_cancels=True)
 
     def _on_speech_stopped(self, event: ev.InputAudioBufferSpeechStopped) -> None:
@@ -581,18 +591,38 @@ class Conversation(SlotListener):
         elif self._queued_audio_ms < MAX_QUEUED_AUDIO_MS / 2:
             self._slow = False
 
+    def _barge_in_target(self) -> _Turn | None:
+        """The turn the player is hearing: the one in progress, or the last one while the game
+        says it is still playing it (its cursor is short of the audio sent)."""
+        turn = self._turn
+        if turn is not None and not turn.interrupted:
+            return turn
+        last = self._last
+        if (
+            last is not None
+            and not last.interrupted
+            and not last.played_all
+            and last.played_ms is not None
+            and last.played_ms < self._ms(last.out_samples)
+        ):
+            return last
+        return None
+
     def _barge_in(
         self, cause: pb.InterruptCause.ValueType, played_ms: int | None, *, server_cancels: bool
     ) -> None:
-        turn = self._turn
+        turn = self._barge_in_target()
+        if turn is None:
+            return
+        if played_ms is None:
+            played_ms = turn.played_ms
         session = self.slot.session
         server_cancels = server_cancels and not self.push_to_talk
         result = session.interrupt(played_ms, server_cancels=server_cancels)
-        if turn is None or turn.interrupted:
-            return
         turn.interrupted = True
         cut = result.truncated_at_ms if result is not None else None
-        self._out.reset()
+        if not turn.done:
+            self._out.reset()
         self._emit(
             pb.ConverseResponse(
                 interrupted=pb.Interrupted(
@@ -612,6 +642,8 @@ class Conversation(SlotListener):
         if turn is None:
             return
         self._turn = None
+        turn.done = True
+        self._last = turn
         usage = pb.Usage()
         if event is not None and event.response.usage is not None:
             u = event.response.usage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -87,7 +88,7 @@ async def daemon(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, 
             while True:
                 line = (await process.stderr.readline()).decode()
                 assert line, "npcd exited before listening"
-                found = re.search(r"listening on (\S+):", line)
+                found = re.search(r"npcd \S+ listening on (\S+): ", line)
                 if found:
                     yield process, found.group(1).removeprefix("unix://")
                     return
@@ -102,8 +103,10 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm() -> None:
         async with grpc.aio.insecure_channel(target) as channel:
             reply = await pb_grpc.NpcServiceStub(channel).ListCharacters(pb.ListCharactersRequest())
         assert len(reply.characters) == 4
-        process.send_signal(signal.SIGTERM)
         assert process.stderr is not None
+        ready_line = (await asyncio.wait_for(process.stderr.readline(), START_TIMEOUT)).decode()
+        assert re.search(r"4 of 4 NPC sessions ready in \d+\.\d\d s", ready_line)
+        process.send_signal(signal.SIGTERM)
         rest = (await asyncio.wait_for(process.stderr.read(), START_TIMEOUT)).decode()
         assert await process.wait() == 0
         assert "shutting down" in rest and rest.rstrip().endswith("stopped")
@@ -164,3 +167,52 @@ def test_env_configures_serve() -> None:
     )
     assert env_result.returncode == 2
     assert "refusing to listen on 0.0.0.0:0" in env_result.stderr
+
+
+async def test_backend_command_serves_the_official_sdk(unused_tcp_port: int) -> None:
+    from openai import AsyncOpenAI
+
+    process = await asyncio.create_subprocess_exec(
+        *NPCD,
+        "backend",
+        "--listen",
+        f"127.0.0.1:{unused_tcp_port}",
+        "--characters",
+        str(SAMPLES),
+        "--api-key-env",
+        "NPCD_TEST_BACKEND_KEY",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NPCD_TEST_BACKEND_KEY": "sk-backend-test-0123"},
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            line = ""
+            while "local Realtime backend on" not in line:
+                line = (await process.stderr.readline()).decode()
+                assert line, "npcd backend exited early"
+        assert "API key required" in line
+        client = AsyncOpenAI(
+            api_key="sk-backend-test-0123", base_url=f"http://127.0.0.1:{unused_tcp_port}/v1"
+        )
+        async with client.realtime.connect(model="npcd-local:gate_guard") as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "let me through"}],
+                }
+            )
+            await conn.response.create()
+            async for event in conn:
+                if event.type == "response.output_audio_transcript.done":
+                    assert "Writ from the Captain" in event.transcript
+                if event.type == "response.done":
+                    break
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), START_TIMEOUT) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

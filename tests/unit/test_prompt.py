@@ -56,3 +56,13 @@ def test_undeclared_context_becomes_game_state() -> None:
 
 def test_greeting_is_rendered() -> None:
     assert render_greeting(blacksmith(), {"player_name": "Ada"}).startswith("Well met, Ada.")
+
+
+def test_instructions_say_who_the_npc_is_even_when_the_base_does_not() -> None:
+    innkeeper = load_directory(SAMPLES).personas["innkeeper"].persona
+    text = render_instructions(innkeeper, {})
+    assert text.startswith("You are Oswin Barrow: Jovial, nosy innkeeper")
+    assert text.count("You are Oswin Barrow") == 1
+    assert not render_instructions(blacksmith(), {}).startswith("You are Brom Ironhand:"), (
+        "a persona whose own instructions name it gets no extra line"
+    )

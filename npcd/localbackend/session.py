@@ -1,0 +1,787 @@
+"""The server side of one local Realtime session: the service's behaviour, offline.
+
+It reproduces what npcd's tests need the real service to do (realtime-protocol.md §8.1): strict
+client events with the service's error codes, `session.update` merging, no ack for `append`,
+``input_audio_buffer_commit_empty`` under 100 ms, one active response at a time, the voice
+fixed after the first audio, server VAD with ``create_response`` and ``interrupt_response``,
+truncation checked against the audio actually produced, and the full event sequence of a
+response. Hearing, thinking and speaking are the engines' business (`npcd.localbackend.engines`
+and `brain`); heavy engine calls run in worker threads, so a session never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from npcd import audio
+from npcd.localbackend.brain import Brain, Reply, find_persona, game_event
+from npcd.localbackend.engines import SpeechChunk, Synthesizer, Transcriber, VoiceActivity
+from npcd.localbackend.engines.vad import SpeechStarted, VadSegmenter
+from npcd.personas.model import Persona
+from npcd.realtime import events as ev
+from npcd.realtime.codec import decode_client, encode_server, server_event_supported
+from npcd.realtime.values import (
+    AssistantMessage,
+    AudioFormat,
+    Conversation,
+    Dialect,
+    ErrorDetail,
+    EventError,
+    FunctionCall,
+    FunctionCallOutput,
+    InputAudio,
+    InputText,
+    InputTokenDetails,
+    InputTranscription,
+    Item,
+    OutputAudio,
+    OutputText,
+    OutputTokenDetails,
+    RateLimit,
+    Response,
+    ResponseOverrides,
+    SemanticVad,
+    ServerVad,
+    SessionConfig,
+    StatusDetails,
+    SystemMessage,
+    TranscriptDurationUsage,
+    Usage,
+    UserMessage,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTIONS = "You are a helpful, friendly character. Answer briefly."
+#: Largest audio delta sent at once (200 ms of PCM16 24 kHz).
+MAX_DELTA_BYTES = 9600
+MIN_COMMIT_BYTES = 4800  # 100 ms
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """What a session hears, thinks and speaks with. Shared by all sessions of a server."""
+
+    vad: Callable[[], VoiceActivity]
+    transcriber: Transcriber
+    synthesizer: Synthesizer
+    brain: Callable[[Persona | None], Brain]
+    #: Loads models and prepares each persona's matcher ahead of the first turn (blocking).
+    warm: Callable[[Iterable[Persona]], None] | None = None
+
+
+@dataclass(slots=True)
+class _ItemState:
+    item: Item
+    #: Assistant audio produced for this item, in bytes of PCM16 24 kHz.
+    audio_bytes: int = 0
+    transcript: str = ""
+    #: A user audio item's transcription, once done.
+    heard: asyncio.Future[str] | None = None
+    answered: bool = False
+
+
+@dataclass(slots=True)
+class _Response:
+    id: str
+    task: asyncio.Task[None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None
+    output: list[Item] = field(default_factory=list)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+#: Model ids the beta SDK accepts in a session object (its `model` is a closed list there).
+BETA_MODELS = frozenset(
+    {
+        "gpt-realtime",
+        "gpt-realtime-2025-08-28",
+        "gpt-4o-realtime-preview",
+        "gpt-4o-realtime-preview-2024-10-01",
+        "gpt-4o-realtime-preview-2024-12-17",
+        "gpt-4o-realtime-preview-2025-06-03",
+        "gpt-4o-mini-realtime-preview",
+        "gpt-4o-mini-realtime-preview-2024-12-17",
+    }
+)
+
+
+def default_session(dialect: Dialect, model: str, expires_at: int) -> SessionConfig:
+    """What `session.created` reports before any `session.update`.
+
+    In beta, a model id outside the beta list (``npcd-local:<persona>``) is reported as
+    ``gpt-4o-realtime-preview``: beta clients validate the field against a closed list.
+    """
+    if dialect is Dialect.BETA and model not in BETA_MODELS:
+        model = "gpt-4o-realtime-preview"
+    return SessionConfig(
+        id=_new_id("sess"),
+        object="realtime.session",
+        model=model,
+        expires_at=expires_at,
+        instructions=DEFAULT_INSTRUCTIONS,
+        voice="alloy",
+        output_modalities=("audio",) if dialect is Dialect.GA else ("text", "audio"),
+        input_audio_format=AudioFormat.PCM16,
+        output_audio_format=AudioFormat.PCM16,
+        input_transcription=None,
+        turn_detection=ServerVad(
+            threshold=0.5,
+            prefix_padding_ms=300,
+            silence_duration_ms=500,
+            create_response=True,
+            interrupt_response=True,
+        ),
+        tools=(),
+        tool_choice="auto",
+        temperature=0.8 if dialect is Dialect.BETA else ev.UNSET,
+        max_output_tokens="inf",
+        speed=1.0,
+    )
+
+
+class BackendSession:
+    """One connected client. `handle` each received frame; events go out through ``send``."""
+
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        dialect: Dialect,
+        model: str,
+        engines: Engines,
+        personas: dict[str, Persona],
+        expires_at: int,
+    ) -> None:
+        self._send_text = send
+        self.dialect = dialect
+        self.engines = engines
+        self.personas = personas
+        self.config = default_session(dialect, model, expires_at)
+        self.items: dict[str, _ItemState] = {}
+        self.order: list[str] = []
+        self.response: _Response | None = None
+        self.voice_locked = False
+        self._buffer = bytearray()
+        self._fed_ms = 0.0
+        self._vad: VoiceActivity | None = None
+        self._segmenter: VadSegmenter | None = None
+        self._speech_item: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._event_ids = itertools.count(1)
+        self._brains: dict[str | None, Brain] = {}
+        self._persona = find_persona(personas, model, None)
+        #: The model named the persona (``npcd-local:<id>``): instructions never override it.
+        self._pinned = self._persona is not None
+        self._configure_vad()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._emit(ev.SessionCreated(event_id=self._eid(), session=self.config))
+        await self._emit(
+            ev.ConversationCreated(
+                event_id=self._eid(),
+                conversation=Conversation(id=_new_id("conv")),
+            )
+        )
+
+    async def close(self) -> None:
+        if self.response is not None:
+            self.response.cancel.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _eid(self) -> str:
+        return f"event_{next(self._event_ids)}"
+
+    async def _emit(self, event: ev.ServerEvent) -> None:
+        if server_event_supported(event, self.dialect):
+            await self._send_text(encode_server(event, self.dialect))
+
+    async def _error(
+        self, code: str, message: str, param: str | None = None, event_id: str | None = None
+    ) -> None:
+        await self._emit(
+            ev.ErrorEvent(
+                event_id=self._eid(),
+                error=ErrorDetail(
+                    type="invalid_request_error",
+                    code=code,
+                    message=message,
+                    param=param,
+                    event_id=event_id,
+                ),
+            )
+        )
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- client events --------------------------------------------------------------------------
+
+    async def handle(self, text: str | bytes) -> None:
+        """Handle one client frame; a bad one gets an `error` event and the session goes on."""
+        try:
+            event = decode_client(text, self.dialect)
+        except EventError as exc:
+            await self._error(exc.code, exc.message, exc.param, exc.event_id)
+            return
+        handler = getattr(self, f"_on_{type(event).__name__}")
+        await handler(event)
+
+    async def _on_SessionUpdate(self, event: ev.SessionUpdate) -> None:
+        update = event.session
+        for read_only in ("id", "object", "expires_at", "model"):
+            if getattr(update, read_only) is not ev.UNSET:
+                await self._error(
+                    "unknown_parameter",
+                    f"Unknown parameter: 'session.{read_only}'.",
+                    f"session.{read_only}",
+                    event.event_id,
+                )
+                return
+        if self.voice_locked and update.voice is not ev.UNSET and update.voice != self.config.voice:
+            await self._error(
+                "cannot_update_voice",
+                "Cannot update a conversation's voice if assistant audio is present.",
+                "session.voice",
+                event.event_id,
+            )
+            return
+        self.config = self.config.updated_with(update)
+        if update.instructions is not ev.UNSET and not self._pinned:
+            instructions = self.config.instructions
+            text = instructions if isinstance(instructions, str) else ""
+            found = find_persona(self.personas, None, text)
+            self._persona = found or self._persona
+        self._configure_vad()
+        await self._emit(ev.SessionUpdated(event_id=self._eid(), session=self.config))
+
+    async def _on_InputAudioBufferAppend(self, event: ev.InputAudioBufferAppend) -> None:
+        try:
+            pcm = audio.b64decode(event.audio)
+        except audio.AudioError:
+            await self._error(
+                "invalid_value",
+                "Invalid 'audio'. Expected base64-encoded audio bytes.",
+                "audio",
+                event.event_id,
+            )
+            return
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        self._buffer += pcm
+        self._fed_ms += len(pcm) / 48
+        if self._segmenter is None:
+            return
+        if self._vad is None:  # created on first audio: idle NPC sessions cost nothing
+            self._vad = self.engines.vad()
+        for change in self._segmenter.feed(self._vad.process(pcm)):
+            if isinstance(change, SpeechStarted):
+                await self._speech_started(change.audio_start_ms)
+            else:
+                await self._speech_stopped(change.audio_end_ms)
+
+    async def _on_InputAudioBufferCommit(self, event: ev.InputAudioBufferCommit) -> None:
+        if len(self._buffer) < MIN_COMMIT_BYTES:
+            have = len(self._buffer) / 48
+            await self._error(
+                "input_audio_buffer_commit_empty",
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"100ms of audio, but buffer only has {have:.2f}ms of audio.",
+                None,
+                event.event_id,
+            )
+            return
+        await self._commit(_new_id("item"))
+
+    async def _on_InputAudioBufferClear(self, event: ev.InputAudioBufferClear) -> None:
+        self._buffer.clear()
+        if self._segmenter is not None:
+            self._segmenter.reset()
+        self._speech_item = None
+        await self._emit(ev.InputAudioBufferCleared(event_id=self._eid()))
+
+    async def _on_ConversationItemCreate(self, event: ev.ConversationItemCreate) -> None:
+        item = event.item
+        previous = event.previous_item_id
+        if previous not in (None, "root") and previous not in self.items:
+            await self._error(
+                "invalid_value",
+                f"Item with id '{previous}' not found.",
+                "previous_item_id",
+                event.event_id,
+            )
+            return
+        if isinstance(item, AssistantMessage) and any(
+            isinstance(c, OutputAudio) for c in item.content
+        ):
+            await self._error(
+                "invalid_value",
+                "Assistant messages can only contain text content.",
+                "item.content",
+                event.event_id,
+            )
+            return
+        item_id = getattr(item, "id", None) or _new_id("item")
+        typed: Any = item
+        item = replace(typed, id=item_id, status="completed")
+        await self._add_item(item, previous)
+
+    async def _on_ConversationItemRetrieve(self, event: ev.ConversationItemRetrieve) -> None:
+        state = self.items.get(event.item_id)
+        if state is None:
+            await self._not_found(event.item_id, event.event_id)
+            return
+        await self._emit(ev.ConversationItemRetrieved(event_id=self._eid(), item=state.item))
+
+    async def _on_ConversationItemDelete(self, event: ev.ConversationItemDelete) -> None:
+        if event.item_id not in self.items:
+            await self._not_found(event.item_id, event.event_id)
+            return
+        del self.items[event.item_id]
+        self.order.remove(event.item_id)
+        await self._emit(ev.ConversationItemDeleted(event_id=self._eid(), item_id=event.item_id))
+
+    async def _on_ConversationItemTruncate(self, event: ev.ConversationItemTruncate) -> None:
+        state = self.items.get(event.item_id)
+        if state is None:
+            await self._not_found(event.item_id, event.event_id)
+            return
+        if not isinstance(state.item, AssistantMessage) or not state.audio_bytes:
+            await self._error(
+                "unsupported_content_type",
+                "Only model output audio messages can be truncated",
+                None,
+                event.event_id,
+            )
+            return
+        audio_ms = state.audio_bytes // 48
+        if event.audio_end_ms > audio_ms:
+            await self._error(
+                "invalid_value",
+                f"Audio content of {audio_ms}ms is already shorter than {event.audio_end_ms}ms",
+                "audio_end_ms",
+                event.event_id,
+            )
+            return
+        words = state.transcript.split()
+        kept = " ".join(words[: round(len(words) * event.audio_end_ms / max(1, audio_ms))])
+        state.transcript = kept
+        state.audio_bytes = event.audio_end_ms * 48
+        state.item = replace(state.item, content=(OutputAudio(transcript=kept),))
+        await self._emit(
+            ev.ConversationItemTruncated(
+                event_id=self._eid(),
+                item_id=event.item_id,
+                content_index=event.content_index,
+                audio_end_ms=event.audio_end_ms,
+            )
+        )
+
+    async def _on_ResponseCreate(self, event: ev.ResponseCreate) -> None:
+        if self.response is not None:
+            await self._error(
+                "conversation_already_has_active_response",
+                "Conversation already has an active response in progress: "
+                f"{self.response.id}. Wait until the response is finished before creating a "
+                "new one.",
+                None,
+                event.event_id,
+            )
+            return
+        self._start_response(event.response)
+
+    async def _on_ResponseCancel(self, event: ev.ResponseCancel) -> None:
+        response = self.response
+        if response is None or (event.response_id and event.response_id != response.id):
+            await self._error(
+                "response_cancel_not_active",
+                "Cancellation failed: no active response found",
+                None,
+                event.event_id,
+            )
+            return
+        self._cancel(response, "client_cancelled")
+
+    async def _not_found(self, item_id: str, event_id: str | None) -> None:
+        await self._error(
+            "invalid_value", f"Item with id '{item_id}' not found.", "item_id", event_id
+        )
+
+    # -- hearing --------------------------------------------------------------------------------
+
+    def _configure_vad(self) -> None:
+        detection = self.config.turn_detection
+        if isinstance(detection, ServerVad | SemanticVad):
+            vad = detection if isinstance(detection, ServerVad) else ServerVad()
+            self._segmenter = VadSegmenter(
+                vad.threshold if vad.threshold is not None else 0.5,
+                vad.prefix_padding_ms if vad.prefix_padding_ms is not None else 300,
+                vad.silence_duration_ms if vad.silence_duration_ms is not None else 500,
+            )
+        else:
+            self._segmenter = None
+
+    async def _speech_started(self, audio_start_ms: int) -> None:
+        self._speech_item = _new_id("item")
+        await self._emit(
+            ev.InputAudioBufferSpeechStarted(
+                event_id=self._eid(), audio_start_ms=audio_start_ms, item_id=self._speech_item
+            )
+        )
+        detection = self.config.turn_detection
+        interrupt = getattr(detection, "interrupt_response", None)
+        if self.response is not None and interrupt is not False:
+            self._cancel(self.response, "turn_detected")
+
+    async def _speech_stopped(self, audio_end_ms: int) -> None:
+        item_id = self._speech_item or _new_id("item")
+        self._speech_item = None
+        await self._emit(
+            ev.InputAudioBufferSpeechStopped(
+                event_id=self._eid(), audio_end_ms=audio_end_ms, item_id=item_id
+            )
+        )
+        await self._commit(item_id)
+        detection = self.config.turn_detection
+        if getattr(detection, "create_response", None) is not False and self.response is None:
+            self._start_response(None)
+
+    async def _commit(self, item_id: str) -> None:
+        pcm = bytes(self._buffer)
+        self._buffer.clear()
+        previous = self.order[-1] if self.order else None
+        await self._emit(
+            ev.InputAudioBufferCommitted(
+                event_id=self._eid(), item_id=item_id, previous_item_id=previous
+            )
+        )
+        item = UserMessage(id=item_id, status="completed", content=(InputAudio(transcript=None),))
+        state = await self._add_item(item, previous)
+        state.heard = asyncio.get_running_loop().create_future()
+        self._spawn(self._transcribe(item_id, pcm, state.heard), f"transcribe-{item_id}")
+
+    async def _transcribe(self, item_id: str, pcm: bytes, heard: asyncio.Future[str]) -> None:
+        transcription = self.config.input_transcription
+        if not isinstance(transcription, InputTranscription):
+            transcription = None
+        prompt = transcription.prompt if transcription and transcription.prompt else ""
+        started = time.perf_counter()
+        try:
+            text = await asyncio.to_thread(self.engines.transcriber.transcribe, pcm, prompt)
+        except Exception as exc:  # an engine failure must not kill the session
+            _LOGGER.warning("transcription failed: %s", type(exc).__name__)
+            text = ""
+            if transcription:
+                await self._emit(
+                    ev.ConversationItemInputAudioTranscriptionFailed(
+                        event_id=self._eid(),
+                        item_id=item_id,
+                        content_index=0,
+                        error=ErrorDetail(type="server_error", message="transcription failed"),
+                    )
+                )
+        else:
+            if transcription and item_id in self.items:
+                await self._emit(
+                    ev.ConversationItemInputAudioTranscriptionCompleted(
+                        event_id=self._eid(),
+                        item_id=item_id,
+                        content_index=0,
+                        transcript=text,
+                        usage=TranscriptDurationUsage(seconds=round(len(pcm) / 48000, 3)),
+                    )
+                )
+        _LOGGER.debug(
+            "transcribed %d ms in %.0f ms", len(pcm) // 48, (time.perf_counter() - started) * 1000
+        )
+        state = self.items.get(item_id)
+        if state is not None:
+            state.transcript = text
+        if not heard.done():
+            heard.set_result(text)
+
+    # -- speaking -------------------------------------------------------------------------------
+
+    def _start_response(self, overrides: ResponseOverrides | None) -> None:
+        response = _Response(_new_id("resp"))
+        self.response = response
+        response.task = self._spawn(self._respond(response, overrides), response.id)
+
+    def _cancel(self, response: _Response, reason: str) -> None:
+        if response.reason is None:
+            response.reason = reason
+            response.cancel.set()
+
+    async def _respond(self, response: _Response, overrides: ResponseOverrides | None) -> None:
+        session_modalities = self.config.output_modalities
+        modalities = (overrides.output_modalities if overrides else None) or (
+            session_modalities if isinstance(session_modalities, tuple) else ("audio",)
+        )
+        await self._emit(
+            ev.ResponseCreated(
+                event_id=self._eid(),
+                response=Response(id=response.id, status="in_progress", output=()),
+            )
+        )
+        await self._emit(
+            ev.RateLimitsUpdated(
+                event_id=self._eid(),
+                rate_limits=(
+                    RateLimit(name="requests", limit=10_000, remaining=9_999, reset_seconds=0.006),
+                    RateLimit(
+                        name="tokens", limit=2_000_000, remaining=1_999_000, reset_seconds=0.03
+                    ),
+                ),
+            )
+        )
+        try:
+            reply = await self._decide(overrides)
+            audio_out = "audio" in modalities
+            if reply.text and not response.cancel.is_set():
+                await self._say(response, reply.text, audio_out, len(response.output))
+            if reply.action and not response.cancel.is_set():
+                await self._call(response, *reply.action)
+        except Exception:
+            _LOGGER.exception("local backend response failed")
+            response.reason = response.reason or "error"
+        status = (
+            "completed"
+            if response.reason is None
+            else ("failed" if response.reason == "error" else "cancelled")
+        )
+        reason = (
+            response.reason if response.reason in ("turn_detected", "client_cancelled") else None
+        )
+        words = sum(len(getattr(i, "arguments", "").split()) for i in response.output)
+        usage = Usage(
+            total_tokens=50 + words,
+            input_tokens=50,
+            output_tokens=words,
+            input_token_details=InputTokenDetails(text_tokens=50, audio_tokens=0, cached_tokens=0),
+            output_token_details=OutputTokenDetails(text_tokens=words, audio_tokens=0),
+        )
+        if self.response is response:
+            self.response = None
+        await self._emit(
+            ev.ResponseDone(
+                event_id=self._eid(),
+                response=Response(
+                    id=response.id,
+                    status=status,  # type: ignore[arg-type]
+                    status_details=StatusDetails(type=status, reason=reason)  # type: ignore[arg-type]
+                    if status != "completed"
+                    else None,
+                    output=tuple(response.output),
+                    usage=usage,
+                ),
+            )
+        )
+
+    async def _decide(self, overrides: ResponseOverrides | None) -> Reply:
+        brain = self._brain()
+        configured = self.config.tools
+        tools = {t.name for t in configured} if isinstance(configured, tuple) else set()
+        last = self.items[self.order[-1]] if self.order else None
+        if last is not None and isinstance(last.item, FunctionCallOutput):
+            return brain.after_action('"ok": false' not in last.item.output.replace(" ", ""))
+        if last is not None and isinstance(last.item, SystemMessage):
+            name = game_event(" ".join(c.text or "" for c in last.item.content))
+            if name:
+                return brain.reply_to_event(name, tools)
+        if last is not None and isinstance(last.item, UserMessage) and not last.answered:
+            last.answered = True
+            text = " ".join(
+                c.text or "" for c in last.item.content if isinstance(c, InputText)
+            ).strip()
+            if not text and last.heard is not None:
+                text = await last.heard
+            return brain.reply_to(text, tools)
+        return brain.greeting()
+
+    def _brain(self) -> Brain:
+        key = self._persona.id if self._persona else None
+        brain = self._brains.get(key)
+        if brain is None:
+            brain = self._brains[key] = self.engines.brain(self._persona)
+        return brain
+
+    async def _say(self, response: _Response, text: str, with_audio: bool, index: int) -> None:
+        item_id = _new_id("item")
+        voice = self.config.voice if isinstance(self.config.voice, str) else "alloy"
+        empty = AssistantMessage(id=item_id, status="in_progress", content=())
+        await self._emit(
+            ev.ResponseOutputItemAdded(
+                event_id=self._eid(), response_id=response.id, output_index=index, item=empty
+            )
+        )
+        state = await self._add_item(empty, self.order[-1] if self.order else None, done=False)
+        loc: dict[str, Any] = {
+            "response_id": response.id,
+            "item_id": item_id,
+            "output_index": index,
+            "content_index": 0,
+        }
+        part: OutputAudio | OutputText = (
+            OutputAudio(transcript="") if with_audio else OutputText(text="")
+        )
+        await self._emit(ev.ResponseContentPartAdded(event_id=self._eid(), part=part, **loc))
+        if with_audio:
+            await self._speak(response, text, voice, state, loc)
+            await self._emit(ev.ResponseOutputAudioDone(event_id=self._eid(), **loc))
+            await self._emit(
+                ev.ResponseOutputAudioTranscriptDone(
+                    event_id=self._eid(), transcript=state.transcript, **loc
+                )
+            )
+            final: OutputAudio | OutputText = OutputAudio(transcript=state.transcript)
+        else:
+            state.transcript = text
+            await self._emit(ev.ResponseOutputTextDelta(event_id=self._eid(), delta=text, **loc))
+            await self._emit(ev.ResponseOutputTextDone(event_id=self._eid(), text=text, **loc))
+            final = OutputText(text=text)
+        await self._emit(ev.ResponseContentPartDone(event_id=self._eid(), part=final, **loc))
+        status = "completed" if not response.cancel.is_set() else "incomplete"
+        done = AssistantMessage(id=item_id, status=status, content=(final,))  # type: ignore[arg-type]
+        state.item = done
+        response.output.append(done)
+        await self._emit(
+            ev.ResponseOutputItemDone(
+                event_id=self._eid(), response_id=response.id, output_index=index, item=done
+            )
+        )
+        await self._emit(ev.ConversationItemDone(event_id=self._eid(), item=done))
+
+    async def _speak(
+        self, response: _Response, text: str, voice: str, state: _ItemState, loc: dict[str, Any]
+    ) -> None:
+        """Stream TTS from a worker thread as audio and transcript deltas."""
+        speed = self.config.speed if isinstance(self.config.speed, float) else 1.0
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[object] = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for chunk in self.engines.synthesizer.synthesize(
+                    text, voice, speed, cancel=response.cancel
+                ):
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            finally:
+                loop.call_soon_threadsafe(chunks.put_nowait, done)
+
+        worker = loop.run_in_executor(None, produce)
+        self.voice_locked = True
+        # The transcript is the text itself, released up to the last word the audio so far
+        # has reached: word events only say where words start and end.
+        sent_upto = 0
+        try:
+            while (chunk := await chunks.get()) is not done:
+                if response.cancel.is_set():
+                    continue
+                speech: SpeechChunk = chunk  # type: ignore[assignment]
+                for offset in range(0, len(speech.pcm), MAX_DELTA_BYTES):
+                    piece = speech.pcm[offset : offset + MAX_DELTA_BYTES]
+                    state.audio_bytes += len(piece)
+                    await self._emit(
+                        ev.ResponseOutputAudioDelta(
+                            event_id=self._eid(), delta=audio.b64encode(piece), **loc
+                        )
+                    )
+                reached = max((w.end for w in speech.words), default=sent_upto)
+                if reached > sent_upto:
+                    await self._transcript(state, text[sent_upto:reached], loc)
+                    sent_upto = reached
+        finally:
+            await worker
+        if not response.cancel.is_set() and sent_upto < len(text):
+            await self._transcript(state, text[sent_upto:], loc)
+
+    async def _transcript(self, state: _ItemState, delta: str, loc: dict[str, Any]) -> None:
+        state.transcript += delta
+        await self._emit(
+            ev.ResponseOutputAudioTranscriptDelta(event_id=self._eid(), delta=delta, **loc)
+        )
+
+    async def _call(self, response: _Response, name: str, arguments: dict[str, object]) -> None:
+        import orjson
+
+        index = len(response.output)
+        call_id = _new_id("call")
+        item_id = _new_id("item")
+        args = orjson.dumps(arguments).decode()
+        pending = FunctionCall(
+            id=item_id, status="in_progress", name=name, arguments="", call_id=call_id
+        )
+        await self._emit(
+            ev.ResponseOutputItemAdded(
+                event_id=self._eid(), response_id=response.id, output_index=index, item=pending
+            )
+        )
+        await self._add_item(pending, self.order[-1] if self.order else None, done=False)
+        common: dict[str, Any] = {
+            "response_id": response.id,
+            "item_id": item_id,
+            "output_index": index,
+            "call_id": call_id,
+        }
+        await self._emit(
+            ev.ResponseFunctionCallArgumentsDelta(event_id=self._eid(), delta=args, **common)
+        )
+        await self._emit(
+            ev.ResponseFunctionCallArgumentsDone(
+                event_id=self._eid(),
+                name=name,
+                arguments=args,
+                **common,
+            )
+        )
+        done = replace(pending, status="completed", arguments=args)
+        self.items[item_id].item = done
+        response.output.append(done)
+        await self._emit(
+            ev.ResponseOutputItemDone(
+                event_id=self._eid(), response_id=response.id, output_index=index, item=done
+            )
+        )
+        await self._emit(ev.ConversationItemDone(event_id=self._eid(), item=done))
+
+    async def _add_item(self, item: Item, previous: str | None, *, done: bool = True) -> _ItemState:
+        item_id = getattr(item, "id", None) or _new_id("item")
+        state = _ItemState(item)
+        self.items[item_id] = state
+        if previous == "root":
+            self.order.insert(0, item_id)
+        elif previous in self.order:
+            self.order.insert(self.order.index(previous) + 1, item_id)
+        else:
+            self.order.append(item_id)
+        await self._emit(
+            ev.ConversationItemAdded(event_id=self._eid(), item=item, previous_item_id=previous)
+        )
+        if done:
+            await self._emit(
+                ev.ConversationItemDone(event_id=self._eid(), item=item, previous_item_id=previous)
+            )
+        return state
+
+
+__all__ = ["BackendSession", "Engines"]
