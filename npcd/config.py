@@ -96,6 +96,8 @@ class Settings:
     azure_endpoint: str | None = None
     #: Seconds a local backend session lasts before it ends as OpenAI's do (tests shorten it).
     local_session_s: float = 3600.0
+    #: How often persona files are checked for changes (hot reload); 0 turns it off.
+    reload_interval_s: float = 2.0
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work, with a message saying why."""

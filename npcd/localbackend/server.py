@@ -120,6 +120,11 @@ class LocalBackend:
             select_subprotocol=_select_subprotocol,
         )
 
+    def update_personas(self, personas: Mapping[str, Persona]) -> None:
+        """Hot reload: sessions see the new personas from their next response on."""
+        self.personas.clear()
+        self.personas.update(personas)
+
     def drop_connections(self) -> int:
         """Cut every session's TCP connection without a close frame (1006 at the client), as a
         network failure would: for fault drills and tests. Returns how many were cut."""

@@ -180,7 +180,7 @@ class BackendSession:
         self._speech_item: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._event_ids = itertools.count(1)
-        self._brains: dict[str | None, Brain] = {}
+        self._brains: dict[str, Brain] = {}
         self._persona = find_persona(personas, model, None)
         #: The model named the persona (``npcd-local:<id>``): instructions never override it.
         self._pinned = self._persona is not None
@@ -618,10 +618,14 @@ class BackendSession:
         return brain.greeting()
 
     def _brain(self) -> Brain:
-        key = self._persona.id if self._persona else None
+        persona = self._persona
+        if persona is not None:  # the shared dict holds the latest version after a reload
+            persona = self.personas.get(persona.id, persona)
+            self._persona = persona
+        key = str(id(persona))
         brain = self._brains.get(key)
         if brain is None:
-            brain = self._brains[key] = self.engines.brain(self._persona)
+            brain = self._brains[key] = self.engines.brain(persona)
         return brain
 
     async def _say(self, response: _Response, text: str, with_audio: bool, index: int) -> None:

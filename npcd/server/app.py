@@ -16,7 +16,7 @@ import signal
 import stat
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -48,6 +48,9 @@ class RunningServer:
     catalog: Catalog
     pool: SessionPool | None = None
     local_backend: LocalBackend | None = None
+    watcher: asyncio.Task[None] | None = None
+    #: Set each time the watcher has applied (or refused) a change on disk.
+    reloaded: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def build_backend(
@@ -145,7 +148,11 @@ async def start_server(
         ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_NpcServiceServicer_to_server(NpcService(lambda: catalog.personas, pool), server)
+    holder: list[RunningServer] = []  # the servicer reads the catalogue a reload may replace
+    pb_grpc.add_NpcServiceServicer_to_server(
+        NpcService(lambda: holder[0].catalog.personas if holder else catalog.personas, pool),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -173,6 +180,11 @@ async def start_server(
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, address, health_servicer, catalog, pool, local)
+    holder.append(running)
+    if settings.reload_interval_s > 0:
+        running.watcher = asyncio.create_task(
+            watch_personas(running, settings), name="npcd-persona-watcher"
+        )
     if pool is None:
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     else:
@@ -200,6 +212,10 @@ async def wait_for_npcs(running: RunningServer) -> int:
 async def stop_server(running: RunningServer, grace: float) -> None:
     """Graceful stop: NOT_SERVING first, then let calls finish, then remove the socket."""
     await running.health.enter_graceful_shutdown()
+    if running.watcher is not None:
+        running.watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.watcher
     await running.server.stop(grace)
     if running.pool is not None:
         await running.pool.close()
@@ -263,6 +279,61 @@ async def serve_forever(settings: Settings) -> None:
             loop.remove_signal_handler(sig)
         await stop_server(running, settings.shutdown_grace)
     _LOGGER.info("stopped")
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every persona and base file: what a change looks like."""
+    found: dict[str, tuple[int, int]] = {}
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            if path.suffix in (".yaml", ".yml"):
+                with contextlib.suppress(OSError):
+                    stat_result = path.stat()
+                    found[path.name] = (stat_result.st_mtime_ns, stat_result.st_size)
+    return found
+
+
+async def watch_personas(running: RunningServer, settings: Settings) -> None:
+    """Poll the persona folder and apply changes (portable, no inotify dependency)."""
+    folder = settings.characters
+    seen = await asyncio.to_thread(_snapshot, folder)
+    while True:
+        await asyncio.sleep(settings.reload_interval_s)
+        now = await asyncio.to_thread(_snapshot, folder)
+        if now != seen:
+            seen = now
+            await reload_personas(running, settings)
+            running.reloaded.set()
+
+
+async def reload_personas(running: RunningServer, settings: Settings) -> None:
+    """Load the folder again; a file that is now invalid keeps its last good persona."""
+    fresh = await asyncio.to_thread(load_directory, settings.characters)
+    personas = dict(fresh.personas)
+    for issue in fresh.issues:
+        persona_id = issue.file.stem
+        previous = running.catalog.personas.get(persona_id)
+        if previous is not None and persona_id not in personas:
+            personas[persona_id] = previous
+        _LOGGER.error("persona reload: %s (keeping the last good version)", issue)
+    changed = sorted(
+        pid
+        for pid in set(personas) | set(running.catalog.personas)
+        if personas.get(pid) is None
+        or running.catalog.personas.get(pid) is None
+        or personas[pid].persona != running.catalog.personas[pid].persona
+    )
+    if not changed:
+        return
+    catalog = Catalog(dict(sorted(personas.items())), fresh.issues)
+    running.catalog = catalog
+    if running.local_backend is not None:
+        running.local_backend.update_personas(
+            {pid: loaded.persona for pid, loaded in catalog.personas.items()}
+        )
+    if running.pool is not None:
+        await running.pool.reload(catalog)
+    _LOGGER.info("personas reloaded: %s", ", ".join(changed))
 
 
 async def _prepare_unix_socket(path: Path) -> None:
