@@ -67,6 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Azure resource URL for --backend azure (env AZURE_OPENAI_ENDPOINT)",
     )
     serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=int(env_default("MAX_SESSIONS", "0")),
+        help="backend sessions open at once; NPCs beyond it connect when talked to "
+        "(env NPCD_MAX_SESSIONS; default 0 = one per persona)",
+    )
+    serve.add_argument(
+        "--idle-close",
+        type=float,
+        default=float(env_default("IDLE_CLOSE", "0")),
+        metavar="SECONDS",
+        help="close an NPC's backend session after this long without a conversation; it "
+        "reconnects, memory intact, when talked to (env NPCD_IDLE_CLOSE; default 0 = never)",
+    )
+    serve.add_argument(
         "--log-level",
         default=env_default("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -155,6 +170,8 @@ def _serve(args: argparse.Namespace) -> int:
         model=args.model,
         dialect=args.dialect,
         azure_endpoint=args.azure_endpoint,
+        max_sessions=args.max_sessions,
+        idle_close_s=args.idle_close,
     )
     try:
         asyncio.run(serve_forever(settings))

@@ -98,6 +98,10 @@ class Settings:
     local_session_s: float = 3600.0
     #: How often persona files are checked for changes (hot reload); 0 turns it off.
     reload_interval_s: float = 2.0
+    #: Backend sessions open at once (0: one per persona; see `PoolOptions.max_open`).
+    max_sessions: int = 0
+    #: Close an NPC's backend session after this many idle seconds (0: never).
+    idle_close_s: float = 0.0
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work, with a message saying why."""

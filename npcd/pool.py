@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -29,6 +30,11 @@ class PoolOptions:
     connect_concurrency: int = 32
     #: Conversations waiting for a busy NPC, across all NPCs.
     max_waiting: int = 100
+    #: Backend sessions open at once (0: one per persona). NPCs beyond it are suspended and
+    #: resume when a player talks to them, suspending the idlest NPC not in a conversation.
+    max_open: int = 0
+    #: Suspend an NPC nobody has talked to for this many seconds (0: never).
+    idle_close_s: float = 0.0
 
 
 class SessionPool:
@@ -39,6 +45,7 @@ class SessionPool:
         self.slots: dict[str, NpcSlot] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiting = 0
+        self._sweeper: asyncio.Task[None] | None = None
         self._connects = asyncio.Semaphore(options.connect_concurrency)
         for persona_id, loaded in catalog.personas.items():
             self._add(persona_id, loaded)
@@ -50,14 +57,51 @@ class SessionPool:
         return slot
 
     async def start(self) -> None:
-        """Start connecting every slot (returns at once; see `wait_ready`)."""
+        """Start connecting every slot, up to `PoolOptions.max_open` (returns at once)."""
         for slot in self.slots.values():
-            slot.start()
+            if self._room():
+                slot.start()
+            else:
+                await slot.suspend()
+        if self.options.idle_close_s > 0:
+            self._sweeper = asyncio.create_task(self._sweep(), name="npcd-pool-sweeper")
 
     async def wait_ready(self) -> int:
-        """Wait until every slot is connected or has failed; returns how many are ready."""
-        await asyncio.gather(*(slot.wait_ready() for slot in self.slots.values()))
-        return sum(1 for slot in self.slots.values() if slot.ready)
+        """Wait until every open slot is connected or has failed; returns how many are ready."""
+        opened = [slot for slot in self.slots.values() if slot.open]
+        await asyncio.gather(*(slot.wait_ready() for slot in opened))
+        return sum(1 for slot in opened if slot.ready)
+
+    def _room(self) -> bool:
+        limit = self.options.max_open
+        return limit <= 0 or sum(1 for slot in self.slots.values() if slot.open) < limit
+
+    async def _make_room(self) -> None:
+        """Suspend the NPC idle longest, so another can open (`Overloaded` if all are busy)."""
+        if self._room():
+            return
+        idle = [
+            slot
+            for persona_id, slot in self.slots.items()
+            if slot.open and not self._locks[persona_id].locked()
+        ]
+        if not idle:
+            raise Overloaded(
+                f"all {self.options.max_open} NPC sessions are in conversations; try again soon"
+            )
+        await min(idle, key=lambda slot: slot.last_used).suspend()
+
+    async def _sweep(self) -> None:
+        limit = self.options.idle_close_s
+        while True:
+            await asyncio.sleep(min(30.0, limit / 4))
+            now = time.monotonic()
+            for persona_id, slot in list(self.slots.items()):
+                lock = self._locks.get(persona_id)
+                if slot.open and lock is not None and not lock.locked():
+                    if now - slot.last_used >= limit:
+                        _LOGGER.info("npc %s idle for %.0f s: session closed", persona_id, limit)
+                        await slot.suspend()
 
     def busy(self, persona_id: str) -> bool:
         lock = self._locks.get(persona_id)
@@ -84,9 +128,13 @@ class SessionPool:
         finally:
             self._waiting -= 1
         try:
+            if not slot.open:
+                await self._make_room()
+                slot.start()
             yield slot
         finally:
             slot.listener = SlotListener()
+            slot.last_used = time.monotonic()
             lock.release()
 
     async def reload(self, catalog: Catalog) -> None:
@@ -98,7 +146,11 @@ class SessionPool:
         for persona_id, loaded in catalog.personas.items():
             slot = self.slots.get(persona_id)
             if slot is None:
-                self._add(persona_id, loaded).start()
+                added = self._add(persona_id, loaded)
+                if self._room():
+                    added.start()
+                else:
+                    await added.suspend()
             elif slot.persona.persona != loaded.persona:
                 slot.persona = loaded
                 await slot.reconfigure()
@@ -108,6 +160,10 @@ class SessionPool:
             await slot.close()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await asyncio.gather(*(slot.close() for slot in self.slots.values()))
 
     def states(self) -> dict[str, SlotState]:

@@ -42,6 +42,8 @@ CONTINUE_NOTE = (
 
 
 class SlotState(enum.Enum):
+    #: No backend session (not started yet, or closed while idle); the history is kept.
+    SUSPENDED = "suspended"
     CONNECTING = "connecting"
     READY = "ready"
     RECONNECTING = "reconnecting"
@@ -121,6 +123,12 @@ class NpcSlot:
         self._pending_status: StatusKind | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: Conversation carried across a suspension (replayed when the slot resumes).
+        self._history: list[Item] = []
+        #: Set while the slot holds no backend session (tests and the pool wait on it).
+        self.suspended = asyncio.Event()
+        #: Monotonic time of the last conversation's end (the pool suspends the idlest first).
+        self.last_used = clock()
         backend = options.backend
         if options.persona_model:
             backend = dataclasses.replace(backend, model=f"npcd-local:{persona.persona.id}")
@@ -138,10 +146,41 @@ class NpcSlot:
     def ready(self) -> bool:
         return self.state is SlotState.READY
 
+    @property
+    def open(self) -> bool:
+        """Whether the slot holds (or is getting) a backend session."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
-        """Connect in the background; `wait_ready` to know when."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"npcd-slot-{self.id}")
+        """Connect in the background (again, after `suspend`); `wait_ready` to know when."""
+        if not self.open and not self._closing:
+            self.state = SlotState.CONNECTING
+            self.suspended.clear()
+            history, self._history = self._history, []
+            self._task = asyncio.create_task(self._run(history), name=f"npcd-slot-{self.id}")
+
+    async def suspend(self) -> None:
+        """Close the backend session while nobody talks to the NPC, keeping what was said.
+
+        `start` reconnects and replays the conversation, so the NPC still remembers it.
+        """
+        if not self.open:
+            self.state = SlotState.SUSPENDED
+            self.suspended.set()
+            return
+        self._history = self.session.history(self.options.replay_items)
+        task, self._task = self._task, None
+        link, self._link = self._link, None
+        if link is not None:
+            with contextlib.suppress(Exception):
+                await link.close(1000, "npcd: NPC idle")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.state = SlotState.SUSPENDED
+        self._ready.clear()
+        self.suspended.set()
 
     async def wait_ready(self) -> bool:
         """Wait until connected or failed (callers bound it with `asyncio.timeout`)."""
@@ -210,8 +249,7 @@ class NpcSlot:
 
     # -- the reader task ------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        history: list[Item] = []
+    async def _run(self, history: list[Item]) -> None:
         status: StatusKind | None = None
         while not self._closing:
             link = self._link

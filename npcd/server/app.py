@@ -134,7 +134,11 @@ async def start_server(
         backend, local = await build_backend(settings, catalog)
         pool = SessionPool(
             catalog,
-            PoolOptions(SlotOptions(backend, persona_model=local is not None)),
+            PoolOptions(
+                SlotOptions(backend, persona_model=local is not None),
+                max_open=settings.max_sessions,
+                idle_close_s=settings.idle_close_s,
+            ),
         )
     options = [
         # Refuse to share a port with another process (gRPC allows it by default).

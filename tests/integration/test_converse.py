@@ -38,7 +38,10 @@ async def start_daemon(characters: Path = SAMPLES, **options: Any) -> Any:
     context = serving(settings, with_backend=True)
     running: RunningServer = await context.__aenter__()
     ready = await asyncio.wait_for(wait_for_npcs(running), TIMEOUT)
-    assert ready == len(running.catalog.personas)
+    cap = settings.max_sessions
+    assert ready == (
+        min(cap, len(running.catalog.personas)) if cap else len(running.catalog.personas)
+    )
     return context, running
 
 
