@@ -209,10 +209,10 @@ async def test_action_round_trip_and_npc_continues(daemon: RunningServer) -> Non
         unknown = await game.until("error")
         assert unknown.code == pb.ERROR_CODE_UNKNOWN_CALL_ID
         game.send(
-            action_result=pb.ActionResult(
-                call_id=request.call_id, ok=True, result_json='{"gold_left": 12}'
-            )
+            action_result=pb.ActionResult(call_id=request.call_id, ok=True, result_json="{gold: 1")
         )
+        bad_json = await game.until("error")
+        assert bad_json.code == pb.ERROR_CODE_INVALID_ACTION_RESULT, "passed on as text"
         follow = await game.until("response_started")
         done = await game.until("response_done")
         game.end()
