@@ -55,13 +55,15 @@ fmt: all
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (minutes, not part of `make test`): per-frame codec costs, event encode/decode,
-# speech engines, and the local backend's end-of-speech -> first-audio latency.
+# Benchmarks (a few minutes, not part of `make test`): per-frame codec costs, event
+# encode/decode, speech engines, the local backend's end-of-speech -> first-audio latency, and
+# npcd's added latency per frame against a direct WebSocket at 1/50/100/200 conversations.
 bench: all
 	$(BIN)/python bench/audio_codec.py
 	$(BIN)/python -m tests.unit.test_events
 	$(BIN)/python bench/speech_engines.py
 	$(BIN)/python bench/backend_latency.py
+	$(BIN)/python bench/relay_latency.py
 
 clean:
 	rm -f npcd/v1/*_pb2*.py npcd/v1/*_pb2*.pyi
