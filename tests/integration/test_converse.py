@@ -383,3 +383,20 @@ async def test_fifty_concurrent_conversations_without_cross_talk(tmp_path: Path)
         assert done.transcript == f"I am villager number {n:02d}.", "each NPC speaks its own line"
         assert chunks_received and {c.response_id for c in chunks_received} == {done.response_id}
     assert len({done.response_id for _, done, _ in results}) == 50
+
+
+async def test_a_client_that_vanishes_releases_its_npc(daemon: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(daemon.address.grpc_target) as channel:
+        crashed = Game(channel, start("gate_guard"))
+        await crashed.until("ready")
+        crashed.send(text=pb.TextMessage(text="let me through"))
+        await crashed.until("response_started")
+        crashed.call.cancel()  # the game crashed mid-response
+        # WAIT: whichever the server sees first, the cancel or this Start, the NPC must free up.
+        again = Game(channel, start("gate_guard", busy_policy=pb.BUSY_POLICY_WAIT))
+        ready = await again.until("ready")
+        assert ready.character.id == "gate_guard", "the NPC is free for the next player"
+        again.send(text=pb.TextMessage(text="here is the toll"))
+        done = await again.until("response_done")
+        again.end()
+    assert done.status == pb.RESPONSE_STATUS_COMPLETED
