@@ -119,6 +119,7 @@ class NpcSlot:
         self._ready = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._rotate_at = float("inf")
+        self._release_timer: asyncio.TimerHandle | None = None
         self._rotating = False
         self._pending_status: StatusKind | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -232,6 +233,28 @@ class NpcSlot:
                 except LinkClosed:
                     return  # the reader task sees the close and reconnects
 
+    def schedule_release(self) -> None:
+        """If a response waits only for the server's rate limits, send it when they reset."""
+        session = self.session
+        if self._release_timer is not None or not session.queued_responses:
+            return
+        if session.response_phase is not ResponsePhase.IDLE:
+            return  # it goes out when the response in flight is done
+        until = session.hold_until(self._clock())
+        if until is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._release_timer = loop.call_later(max(0.0, until - self._clock()), self._release)
+
+    def _release(self) -> None:
+        self._release_timer = None
+        if self.session.release_queued(self._clock()):
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.schedule_release()
+
     def maybe_rotate(self) -> bool:
         """Between turns, replace a session near its deadline (make before break)."""
         if (
@@ -315,6 +338,8 @@ class NpcSlot:
                 continue
             if isinstance(event, ev.SessionCreated) and session.session_resets == 0:
                 self._on_connected(session)
+            if session.queued_responses:
+                self.schedule_release()
             await self.flush()
             self.listener.on_event(event)
 

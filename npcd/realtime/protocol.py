@@ -234,12 +234,35 @@ class RealtimeSession:
         return sum(1 for call in self.pending_calls.values() if call.response_id == response_id)
 
     def request_response(
-        self, overrides: ResponseOverrides | None = None, tag: object = None
+        self,
+        overrides: ResponseOverrides | None = None,
+        tag: object = None,
+        *,
+        now: float | None = None,
     ) -> bool:
-        """Ask for a response now, or queue it behind the one in flight. True if sent now."""
-        if self._phase is not ResponsePhase.IDLE:
+        """Ask for a response now, or queue it: behind the one in flight, or until the server's
+        rate limits (``rate_limits.updated``) reset. True if sent now.
+
+        ``now`` (monotonic seconds, the clock given to `receive`) dates the rate-limit check.
+        """
+        moment = self._now if now is None else now
+        if self._phase is not ResponsePhase.IDLE or self.hold_until(moment) is not None:
             self._queued.append((overrides, tag))
             return False
+        self._start_response(overrides, tag)
+        return True
+
+    def hold_until(self, now: float) -> float | None:
+        """When the server's rate limits allow the next response; None if they allow it now."""
+        return self.rate_limits.hold_off_until_any(now)
+
+    def release_queued(self, now: float) -> bool:
+        """Start the next queued response if nothing is in flight and the limits allow it."""
+        if self._phase is not ResponsePhase.IDLE or not self._queued:
+            return False
+        if self.hold_until(now) is not None:
+            return False
+        overrides, tag = self._queued.pop(0)
         self._start_response(overrides, tag)
         return True
 
@@ -456,9 +479,7 @@ class RealtimeSession:
             ]:
                 del self.pending_calls[call_id]
         self._phase = ResponsePhase.IDLE
-        if self._queued:
-            overrides, tag = self._queued.pop(0)
-            self._start_response(overrides, tag)
+        self.release_queued(self._now)
 
     def _on_rate_limits(self, event: ev.RateLimitsUpdated) -> None:
         self.rate_limits.update(

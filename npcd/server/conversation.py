@@ -551,7 +551,8 @@ class Conversation(SlotListener):
     def _request(
         self, cause: pb.ResponseCause.ValueType, overrides: ResponseOverrides | None = None
     ) -> None:
-        self.slot.session.request_response(overrides, tag=cause)
+        if not self.slot.session.request_response(overrides, tag=cause, now=time.monotonic()):
+            self.slot.schedule_release()  # waiting for the server's rate limits, if that is why
 
     def _greeting_overrides(self) -> ResponseOverrides:
         persona = self.slot.persona.persona

@@ -22,6 +22,7 @@ from npcd.realtime.values import (
     InputAudio,
     OutputAudio,
     OutputText,
+    RateLimit,
     Response,
     SessionConfig,
     StatusDetails,
@@ -399,3 +400,17 @@ def test_assistant_done_item_fills_transcript(pair) -> None:
         )
     )
     assert session.items["item_a1"].text == "Well met."
+
+
+def test_rate_limits_hold_a_response_until_they_reset(pair: Any) -> None:
+    session, server = pair
+    limits = (RateLimit(name="requests", limit=100, remaining=0, reset_seconds=2.0),)
+    session.receive(
+        encode_server(ev.RateLimitsUpdated(event_id=eid(), rate_limits=limits)), now=100.0
+    )
+    assert session.request_response(now=100.5) is False
+    assert sent(session) == [], "no response.create while the server says no requests are left"
+    assert session.hold_until(100.5) == 102.0
+    assert session.release_queued(101.0) is False
+    assert session.release_queued(102.1) is True
+    assert [f["type"] for f in sent(session)] == ["response.create"]

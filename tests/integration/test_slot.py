@@ -1,0 +1,70 @@
+"""An NPC slot against a scripted Realtime peer: rate limits honoured on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+
+from npcd.config import Secret
+from npcd.personas import load_directory
+from npcd.realtime import events as ev
+from npcd.realtime.endpoints import Backend, Provider
+from npcd.slot import NpcSlot, SlotListener, SlotOptions
+from tests.conftest import SAMPLES
+from tests.fakes.realtime_peer import RealtimePeer
+
+RESET_S = 0.4
+
+
+class Events(SlotListener):
+    def __init__(self) -> None:
+        self.rate_limits = asyncio.Event()
+
+    def on_event(self, event: ev.ServerEvent) -> None:
+        if isinstance(event, ev.RateLimitsUpdated):
+            self.rate_limits.set()
+
+
+async def test_response_waits_for_the_rate_limit_reset() -> None:
+    created_at: list[float] = []
+    got_create = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send('{"type":"session.created","event_id":"e1","session":{"type":"realtime"}}')
+        await ws.send(
+            orjson.dumps(
+                {
+                    "type": "rate_limits.updated",
+                    "event_id": "e2",
+                    "rate_limits": [
+                        {"name": "requests", "limit": 100, "remaining": 0, "reset_seconds": RESET_S}
+                    ],
+                }
+            ).decode()
+        )
+        async for frame in ws:
+            if orjson.loads(frame)["type"] == "response.create":
+                created_at.append(time.monotonic())
+                got_create.set()
+
+    persona = load_directory(SAMPLES).personas["blacksmith"]
+    async with RealtimePeer(handler) as peer:
+        backend = Backend(Provider.COMPATIBLE, peer.base_url, api_key=Secret("sk-test-0123456789"))
+        slot = NpcSlot(persona, SlotOptions(backend))
+        listener = slot.listener = Events()
+        slot.start()
+        try:
+            async with asyncio.timeout(10):
+                await slot.wait_ready()
+                await listener.rate_limits.wait()
+            asked = time.monotonic()
+            assert slot.session.request_response(now=asked) is False
+            slot.schedule_release()
+            async with asyncio.timeout(10):
+                await got_create.wait()
+        finally:
+            await slot.close()
+    assert created_at[0] - asked >= RESET_S - 0.1, "not sent before the limits reset"
