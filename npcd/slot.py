@@ -41,6 +41,23 @@ CONTINUE_NOTE = (
 )
 
 
+#: Seconds between two warnings for the same connection problem (all NPCs together).
+WARN_EVERY_S = 30.0
+_warned: dict[str, tuple[float, int]] = {}
+
+
+def _warn_unreachable(reason: str, now: float) -> None:
+    """Say that the backend cannot be reached, once per reason every `WARN_EVERY_S`, with how
+    many attempts (by all NPCs) failed meanwhile: 500 NPCs must not mean 500 log lines."""
+    last, count = _warned.get(reason, (float("-inf"), 0))
+    if now - last < WARN_EVERY_S:
+        _warned[reason] = (last, count + 1)
+        return
+    _warned[reason] = (now, 0)
+    more = f" ({count} more failed attempts since the last warning)" if count else ""
+    _LOGGER.warning("cannot reach the Realtime backend: %s%s", reason, more)
+
+
 class SlotState(enum.Enum):
     #: No backend session (not started yet, or closed while idle); the history is kept.
     SUSPENDED = "suspended"
@@ -284,7 +301,9 @@ class NpcSlot:
                     if not exc.verdict.retryable or self._quick.should_give_up:
                         self._fail(str(exc))
                         return
-                    await asyncio.sleep(self._backoff.next_delay())
+                    delay = self._backoff.next_delay()
+                    _warn_unreachable(str(exc), self._clock())
+                    await asyncio.sleep(delay)
                     continue
                 self._pending_status = status
             try:

@@ -1,11 +1,13 @@
-"""An NPC slot against a scripted Realtime peer: rate limits honoured on the wire."""
+"""An NPC slot: rate limits honoured on the wire, and an unreachable backend reported sanely."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import orjson
+import pytest
 from websockets.asyncio.server import ServerConnection
 
 from npcd.config import Secret
@@ -68,3 +70,23 @@ async def test_response_waits_for_the_rate_limit_reset() -> None:
         finally:
             await slot.close()
     assert created_at[0] - asked >= RESET_S - 0.1, "not sent before the limits reset"
+
+
+def test_unreachable_backend_is_reported_once_per_reason_not_per_npc(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from npcd import slot as slot_module
+
+    slot_module._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="npcd.slot"):
+        for npc in range(500):  # every NPC fails at start-up
+            slot_module._warn_unreachable("DNS failed (gaierror)", now=1000.0 + npc * 0.001)
+        slot_module._warn_unreachable("DNS failed (gaierror)", now=1031.0)
+        slot_module._warn_unreachable("connection refused", now=1031.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "cannot reach the Realtime backend: DNS failed (gaierror)",
+        "cannot reach the Realtime backend: DNS failed (gaierror) "
+        "(499 more failed attempts since the last warning)",
+        "cannot reach the Realtime backend: connection refused",
+    ]
