@@ -46,13 +46,18 @@ def clip_pcm24k() -> bytes:
     return converter.convert(raw) + converter.flush()
 
 
-async def audio_turn(url: str, speech: bytes) -> dict[str, float]:
-    async with connect(
+def _connect(url: str) -> connect:
+    """A raw client connection to the backend, as a game-side library would open it."""
+    return connect(
         url,
         additional_headers={"Authorization": "Bearer sk-bench"},
         compression=None,
         max_size=None,
-    ) as ws:
+    )
+
+
+async def audio_turn(url: str, speech: bytes) -> dict[str, float]:
+    async with _connect(url) as ws:
         await ws.recv()
         await ws.send(
             orjson.dumps(
@@ -124,12 +129,7 @@ async def audio_turn(url: str, speech: bytes) -> dict[str, float]:
 
 
 async def text_turn(url: str) -> dict[str, float]:
-    async with connect(
-        url,
-        additional_headers={"Authorization": "Bearer sk-bench"},
-        compression=None,
-        max_size=None,
-    ) as ws:
+    async with _connect(url) as ws:
         await ws.recv()
         await ws.send(
             orjson.dumps(

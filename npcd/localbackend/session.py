@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from npcd import audio
 from npcd.localbackend.brain import Brain, Reply, find_persona, game_event
 from npcd.localbackend.engines import SpeechChunk, Synthesizer, Transcriber, VoiceActivity
@@ -726,8 +728,6 @@ class BackendSession:
         )
 
     async def _call(self, response: _Response, name: str, arguments: dict[str, object]) -> None:
-        import orjson
-
         index = len(response.output)
         call_id = _new_id("call")
         item_id = _new_id("item")

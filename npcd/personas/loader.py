@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from npcd.personas.model import Persona, format_path
 from npcd.personas.yamlsource import (
@@ -311,8 +311,6 @@ def _known_keys() -> set[str]:
 
 
 def _model_types(annotation: Any) -> list[type[Any]]:
-    from pydantic import BaseModel
-
     found: list[type[Any]] = []
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         found.append(annotation)

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from npcd import __version__
 from npcd.config import ListenAddress, Secret, Settings
 from npcd.errors import StartupError
 from npcd.localbackend.defaults import default_engines
@@ -255,7 +256,7 @@ async def serve_forever(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     _LOGGER.info(
         "npcd %s listening on %s: %d characters (%s), backend %s",
-        _version(),
+        __version__,
         running.address,
         len(catalog.personas),
         ", ".join(catalog.personas),
@@ -361,12 +362,6 @@ async def _prepare_unix_socket(path: Path) -> None:
         return
     writer.close()
     raise StartupError(f"cannot listen on unix://{path}: another process is serving there")
-
-
-def _version() -> str:
-    from npcd import __version__
-
-    return __version__
 
 
 __all__ = [

@@ -22,18 +22,20 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from npcd import audio
-from npcd.errors import InvalidRequest, NpcdError
+from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError
 from npcd.personas.prompt import render_greeting, render_instructions
 from npcd.realtime import events as ev
 from npcd.realtime.policy import ErrorClass
 from npcd.realtime.protocol import ResponsePhase
 from npcd.realtime.values import ResponseOverrides
+from npcd.server.convert import character_message
 from npcd.slot import NpcSlot, SlotListener, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
 
@@ -170,8 +172,6 @@ class Conversation(SlotListener):
             self._request(pb.RESPONSE_CAUSE_GREETING, self._greeting_overrides())
             await slot.flush()
         turn_mode = pb.TURN_MODE_PUSH_TO_TALK if self.push_to_talk else pb.TURN_MODE_SERVER_VAD
-        from npcd.server.convert import character_message
-
         return pb.Ready(
             conversation_id=self.id,
             character=character_message(slot.persona.persona, ready=slot.ready, busy=True),
@@ -229,10 +229,10 @@ class Conversation(SlotListener):
         kind = request.WhichOneof("kind")
         if kind is None:
             raise InvalidRequest("message has no content (set one of the `kind` fields)")
-        if kind == "start":
+        handler = _REQUEST_HANDLERS.get(kind)
+        if handler is None:  # "start": only the first message may be one
             raise InvalidRequest("start: only the first message may be Start")
-        handler = getattr(self, f"_on_{kind}")
-        result: bool | None = await handler(getattr(request, kind), request.request_id)
+        result: bool | None = await handler(self, getattr(request, kind), request.request_id)
         await self.slot.flush()
         return result is not False
 
@@ -336,8 +336,6 @@ class Conversation(SlotListener):
 
     def on_status(self, status: SlotStatus) -> None:
         if status.kind is StatusKind.FAILED:
-            from npcd.errors import BackendUnavailable
-
             self._error(pb.ERROR_CODE_BACKEND_UNAVAILABLE, status.detail, fatal=True)
             self.finish(BackendUnavailable(f"the NPC's backend is unavailable: {status.detail}"))
             return
@@ -542,8 +540,6 @@ class Conversation(SlotListener):
             fatal=kind is ErrorClass.FATAL,
         )
         if kind is ErrorClass.FATAL:
-            from npcd.errors import BackendRejected
-
             self.finish(BackendRejected(f"the backend refused npcd: {error.verdict.reason}"))
 
     # -- helpers --------------------------------------------------------------------------------
@@ -752,4 +748,16 @@ _EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
     ev.ResponseFunctionCallArgumentsDone: Conversation._on_call_done,  # type: ignore[dict-item]
     ev.ResponseDone: Conversation._on_response_done,  # type: ignore[dict-item]
     ev.ErrorEvent: Conversation._on_error,  # type: ignore[dict-item]
+}
+
+_REQUEST_HANDLERS: dict[str, Callable[[Conversation, Any, str], Awaitable[bool | None]]] = {
+    "audio": Conversation._on_audio,
+    "commit": Conversation._on_commit,
+    "text": Conversation._on_text,
+    "interrupt": Conversation._on_interrupt,
+    "playback": Conversation._on_playback,
+    "action_result": Conversation._on_action_result,
+    "context": Conversation._on_context,
+    "trigger": Conversation._on_trigger,
+    "end": Conversation._on_end,
 }

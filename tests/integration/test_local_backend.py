@@ -91,6 +91,22 @@ class Recorder:
         return [e for e in self.seen if e["type"] == kind]
 
 
+async def say(conn: Any, text: str) -> None:
+    """The player says ``text`` (a user text item)."""
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+
+
+async def cancelled_turn(conn: Any, rec: Recorder, text: str) -> dict[str, Any]:
+    """Ask for a response to ``text``, cancel it once created; the ``response.done`` event."""
+    await say(conn, text)
+    await conn.response.create()
+    await rec.until("response.created")
+    await conn.response.cancel()
+    return await rec.until("response.done")
+
+
 def pcm_of(events: list[dict[str, Any]]) -> bytes:
     return b"".join(audio.b64decode(e["delta"]) for e in events)
 
@@ -122,13 +138,7 @@ async def test_ga_text_turn_speaks_non_silent_24k_pcm16(backend: LocalBackend) -
         assert (await rec.next())["type"] == "session.created"
         await conn.session.update(session=GA_SESSION)
         await rec.until("session.updated")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "what do you sell?"}],
-            }
-        )
+        await say(conn, "what do you sell?")
         await conn.response.create()
         done = await rec.until("response.done")
     assert done["response"]["status"] == "completed"
@@ -152,13 +162,7 @@ async def test_function_call_round_trip(backend: LocalBackend) -> None:
         rec = Recorder(conn, Dialect.GA)
         await rec.next()
         await conn.session.update(session=GA_SESSION)
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "I'd like to buy the iron sword"}],
-            }
-        )
+        await say(conn, "I'd like to buy the iron sword")
         await conn.response.create()
         call = await rec.until("response.function_call_arguments.done")
         await rec.until("response.done")
@@ -181,17 +185,7 @@ async def test_cancel_ends_the_response_as_cancelled(backend: LocalBackend) -> N
     async with client(backend).realtime.connect(model="npcd-local:innkeeper") as conn:
         rec = Recorder(conn, Dialect.GA)
         await rec.next()
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "tell me a story"}],
-            }
-        )
-        await conn.response.create()
-        await rec.until("response.created")
-        await conn.response.cancel()
-        done = await rec.until("response.done")
+        done = await cancelled_turn(conn, rec, "tell me a story")
     assert done["response"]["status"] == "cancelled"
     assert done["response"]["status_details"]["reason"] == "client_cancelled"
 
@@ -214,13 +208,7 @@ async def test_beta_dialect_text_turn_and_call(backend: LocalBackend) -> None:
                 ],
             }
         )
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "here is the toll, ten silver"}],
-            }
-        )
+        await say(conn, "here is the toll, ten silver")
         await conn.response.create()
         await rec.until("response.done")
     assert rec.of("response.audio.delta"), "beta names: response.audio.delta"
@@ -360,13 +348,7 @@ async def test_one_response_at_a_time_and_truncation_rules(backend: LocalBackend
     async with client(backend).realtime.connect(model="npcd-local:innkeeper") as conn:
         rec = Recorder(conn, Dialect.GA)
         await rec.next()
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "tell me a story"}],
-            }
-        )
+        await say(conn, "tell me a story")
         user_item = (await rec.until("conversation.item.done"))["item"]["id"]
         await conn.response.create()
         await conn.response.create()
@@ -454,15 +436,5 @@ async def test_beta_audio_turn_and_cancel(backend: LocalBackend) -> None:
         await rec.until("response.done")
         assert "dashwood" in heard["transcript"].lower()
         assert rms(pcm_of(rec.of("response.audio.delta"))) > 500
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "any rumours?"}],
-            }
-        )
-        await conn.response.create()
-        await rec.until("response.created")
-        await conn.response.cancel()
-        done = await rec.until("response.done")
+        done = await cancelled_turn(conn, rec, "any rumours?")
     assert done["response"]["status"] == "cancelled"
