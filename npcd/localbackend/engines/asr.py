@@ -92,6 +92,9 @@ class WhisperTranscriber:
             without_timestamps=True,
             vad_filter=False,
             condition_on_previous_text=False,
+            # No temperature fallback: its sampled re-decodes are random (the same audio could
+            # be heard differently under CPU load) and each one adds a full decode of latency.
+            temperature=0.0,
             initial_prompt=_as_sentence(prompt),
         )
         return " ".join(segment.text.strip() for segment in segments).strip()

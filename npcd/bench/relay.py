@@ -1,0 +1,358 @@
+"""What npcd adds to every audio frame, side by side with a direct path, a bare relay and Pipecat.
+
+Processes, each on its own: the echo backend (`npcd.bench.echo`), the npcd daemon (`npcd serve
+--backend ws://...`), the bare relay (`npcd.bench.bare`), the Pipecat peer when its venv exists
+(`bench/pipecat/`), and one load generator per measurement (`npcd.bench.load`). For every level
+of concurrent conversations each path gets the same traffic, in rotating order, `reps` times;
+the table shows the median over the repeats of each run's p50/p99/max. Then the capacity probe
+raises the load on npcd until a level fails the rule (p99 added latency over the direct path
+under 20 ms, every frame delivered, and no backlog building up: the last second's median within
+20 ms of the first second's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from npcd.bench.stats import cpu_seconds, machine_cpu_seconds, median, rss_mib
+
+PY = sys.executable
+REPO = Path(__file__).resolve().parent.parent.parent
+PIPECAT_PY = REPO / ".venv-pipecat/bin/python"
+PIPECAT_RELAY = REPO / "bench/pipecat/relay.py"
+CAPACITY_RULE_MS = 20.0
+
+
+@dataclass
+class _Server:
+    name: str
+    process: subprocess.Popen[str]
+    target: str
+    #: npcd only: seconds from launch to every NPC session ready.
+    ready_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    levels: Sequence[int] = (1, 50, 100, 200)
+    seconds: float = 5.0
+    reps: int = 3
+    capacity: Sequence[int] = (150, 200, 250, 300, 350, 400)
+    pipecat: bool = True
+    #: Pipecat collapses near 100 streams; above this it is not run (it would only queue).
+    pipecat_max: int = 100
+    daemon: Sequence[str] = field(default_factory=lambda: [PY, "-m", "npcd"])
+
+
+def _write_personas(folder: Path, count: int) -> None:
+    for n in range(count):
+        (folder / f"npc_{n:03d}.yaml").write_text(
+            f"id: npc_{n:03d}\nname: Bench NPC {n}\nvoice: alloy\nbackstory: A bench NPC.\n"
+            "turn_detection: {type: none}\n"
+        )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_line(stream: Any, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            raise RuntimeError(f"process exited before printing {pattern!r}")
+        found = re.search(pattern, line)
+        if found:
+            return found
+    raise TimeoutError(pattern)
+
+
+def _wait_log(log: Path, pattern: str, process: subprocess.Popen[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text())
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            raise RuntimeError(f"npcd exited:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise TimeoutError(f"npcd did not log {pattern!r}")
+
+
+@contextlib.contextmanager
+def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
+    work = Path(tempfile.mkdtemp(prefix="npcd-bench-"))
+    (work / "characters").mkdir()
+    _write_personas(work / "characters", personas)
+    started: list[subprocess.Popen[str]] = []
+    try:
+        port = _free_port()
+        echo = subprocess.Popen(
+            [PY, "-m", "npcd.bench.echo", str(port)], stdout=subprocess.PIPE, text=True
+        )
+        started.append(echo)
+        _wait_line(echo.stdout, "ready")
+        backend = f"ws://127.0.0.1:{port}/v1/realtime"
+        servers = {"echo": _Server("echo", echo, backend + "?model=echo")}
+
+        log = work / "npcd.log"
+        with log.open("w") as sink:
+            daemon = subprocess.Popen(
+                [*plan.daemon, "serve", "--characters", str(work / "characters")]
+                + ["--listen", "127.0.0.1:0", "--backend", f"ws://127.0.0.1:{port}/v1"],
+                stderr=sink,
+                text=True,
+            )
+        started.append(daemon)
+        began = time.perf_counter()
+        target = _wait_log(log, r"listening on (\S+):", daemon, 60)
+        _wait_log(log, r"(\d+) of \d+ NPC sessions ready", daemon, 120)
+        servers["npcd"] = _Server("npcd", daemon, target, time.perf_counter() - began)
+
+        bare = subprocess.Popen(
+            [PY, "-m", "npcd.bench.bare", "--backend", backend],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        started.append(bare)
+        servers["bare"] = _Server("bare", bare, _wait_line(bare.stdout, r"listening (\S+)")[1])
+
+        if plan.pipecat and PIPECAT_PY.exists() and PIPECAT_RELAY.exists():
+            peer = subprocess.Popen(
+                [str(PIPECAT_PY), str(PIPECAT_RELAY), "--listen", "127.0.0.1:0"]
+                + ["--backend", backend],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=tempfile.gettempdir(),
+            )
+            started.append(peer)
+            found = _wait_line(peer.stdout, r"listening (\S+)", 120)
+            servers["pipecat"] = _Server("pipecat", peer, found[1])
+        yield servers
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_quiet(limit_percent: float = 10.0, patience_s: float = 60.0) -> None:
+    """Wait (a while) for the machine to be idle before a measurement starts."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        before = machine_cpu_seconds()
+        time.sleep(0.5)
+        if (machine_cpu_seconds() - before) / 0.5 * 100 < limit_percent:
+            return
+
+
+class _CpuSampler:
+    """CPU seconds of some processes, sampled every 50 ms on a thread, so that a measurement's
+    CPU% covers only its steady state (every stream sending), not connecting and draining."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            now = time.monotonic()
+            sample = {n: cpu_seconds(p) for n, p in self._pids.items()}
+            sample["machine"] = machine_cpu_seconds()
+            self._samples.append((now, sample))
+            if self._stop.wait(0.05):
+                return
+
+    def percent(self, name: str, start: float, end: float) -> float:
+        inside = [(t, c[name]) for t, c in self._samples if start <= t <= end]
+        if len(inside) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0) * 100
+
+
+def _measure(
+    path: str, server: _Server, echo: _Server, streams: int, seconds: float
+) -> dict[str, Any]:
+    mode = "direct" if path == "direct" else "grpc"
+    watched = {"echo": echo.process.pid}
+    if path != "direct":
+        watched["relay"] = server.process.pid
+    _wait_quiet()
+    generator = subprocess.Popen(
+        [PY, "-m", "npcd.bench.load", mode, server.target, str(streams), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with _CpuSampler({**watched, "generator": generator.pid}) as sampler:
+        stdout, stderr = generator.communicate(timeout=seconds * 10 + 120)
+    if generator.returncode != 0:
+        raise RuntimeError(f"load generator failed on {path}:\n{stderr[-3000:]}")
+    result: dict[str, Any] = orjson.loads(stdout.strip().splitlines()[-1])
+    start, end = result.pop("window")
+    result.pop("generator_cpu_s")
+    ours = 0.0
+    for name in [*watched, "generator"]:
+        result[f"{name}_cpu_percent"] = share = sampler.percent(name, start, end)
+        ours += share
+    # Anything else busy on the machine meanwhile: a run with much of it is not to be trusted.
+    result["foreign_cpu_percent"] = max(0.0, sampler.percent("machine", start, end) - ours)
+    if path != "direct":
+        result["relay_rss_mib"] = rss_mib(server.process.pid)
+    return result
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median over repeats of every number, with the p99 range kept for the reader."""
+    summary: dict[str, Any] = {"reps": len(runs), "runs": runs}
+    for key, value in runs[0].items():
+        if key == "runs":
+            continue
+        if isinstance(value, dict):
+            summary[key] = {k: median([r[key][k] for r in runs]) for k in value}
+        elif isinstance(value, (int, float)):
+            summary[key] = median([float(r[key]) for r in runs])
+    summary["rtt"]["p99_min"] = min(r["rtt"]["p99"] for r in runs)
+    summary["rtt"]["p99_max"] = max(r["rtt"]["p99"] for r in runs)
+    return summary
+
+
+def passes_capacity(npcd: dict[str, Any], direct: dict[str, Any]) -> tuple[bool, str]:
+    """The capacity rule, and which part of it failed."""
+    if npcd["received"] < npcd["sent"]:
+        return False, f"{npcd['sent'] - npcd['received']} frames not delivered"
+    added = npcd["rtt"]["p99"] - direct["rtt"]["p99"]
+    if added >= CAPACITY_RULE_MS:
+        return False, f"p99 added {added:.1f} ms"
+    backlog = npcd["last_second_p50"] - npcd["first_second_p50"]
+    if backlog >= CAPACITY_RULE_MS:
+        return False, f"falling behind (+{backlog:.0f} ms over the run)"
+    return True, f"p99 added {added:.1f} ms"
+
+
+def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
+    personas = max([*plan.levels, *plan.capacity])
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "plan": {
+            "levels": list(plan.levels),
+            "seconds": plan.seconds,
+            "reps": plan.reps,
+            "personas": personas,
+        },
+        "levels": {},
+        "capacity": {"probes": {}},
+    }
+    with _servers(plan, personas) as servers:
+        result["npcd_ready_s"] = servers["npcd"].ready_s
+        paths = ["direct", "bare", "npcd"] + (["pipecat"] if "pipecat" in servers else [])
+        for streams in plan.levels:
+            runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
+            for rep in range(plan.reps):
+                order = paths[rep % len(paths) :] + paths[: rep % len(paths)]
+                for path in order:
+                    if path == "pipecat" and streams > plan.pipecat_max:
+                        continue
+                    server = servers["echo" if path == "direct" else path]
+                    runs[path].append(
+                        _measure(path, server, servers["echo"], streams, plan.seconds)
+                    )
+            row = {p: _aggregate(r) for p, r in runs.items() if r}
+            result["levels"][str(streams)] = row
+            progress(format_level(streams, row))
+        capacity = 0
+        for streams in plan.capacity:
+            direct = _measure("direct", servers["echo"], servers["echo"], streams, plan.seconds)
+            through = _measure("npcd", servers["npcd"], servers["echo"], streams, plan.seconds)
+            ok, why = passes_capacity(through, direct)
+            result["capacity"]["probes"][str(streams)] = {
+                "passed": ok,
+                "why": why,
+                "direct": direct,
+                "npcd": through,
+            }
+            progress(
+                f"capacity probe {streams:4d} streams: {'pass' if ok else 'FAIL'} ({why}); "
+                f"npcd CPU {through['relay_cpu_percent']:.0f}%"
+            )
+            if not ok:
+                break
+            capacity = streams
+        result["capacity"]["streams"] = capacity
+    return result
+
+
+def format_level(streams: int, row: dict[str, Any]) -> str:
+    direct = row["direct"]["rtt"]
+    lines = [f"{streams} concurrent conversations (round trip per 20 ms frame, ms)"]
+    lines.append(
+        "  path      p50    p99    max | up p50 down p50 | added p50   p99 | ratio p50 p99"
+        " | CPU%  RSS MiB"
+    )
+    for path, data in row.items():
+        rtt = data["rtt"]
+        cpu = data.get("relay_cpu_percent")
+        rss = data.get("relay_rss_mib")
+        lines.append(
+            f"  {path:7s} {rtt['p50']:6.2f} {rtt['p99']:6.2f} {rtt['max']:6.1f} |"
+            f" {data['up']['p50']:6.2f} {data['down']['p50']:9.2f} |"
+            f" {rtt['p50'] - direct['p50']:+9.2f} {rtt['p99'] - direct['p99']:+5.2f} |"
+            f" {rtt['p50'] / direct['p50']:9.2f} {rtt['p99'] / direct['p99']:4.2f} |"
+            + (f" {cpu:4.0f} {rss:8.1f}" if cpu is not None and rss is not None else "     -")
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--levels", default="1,50,100,200")
+    parser.add_argument("--capacity", default="150,200,250,300,350,400")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-pipecat", action="store_true")
+    args = parser.parse_args()
+    table = run(
+        Plan(
+            levels=[int(x) for x in args.levels.split(",") if x],
+            capacity=[int(x) for x in args.capacity.split(",") if x],
+            seconds=args.seconds,
+            reps=args.reps,
+            pipecat=not args.no_pipecat,
+            daemon=os.environ.get("NPCD_BENCH_DAEMON", f"{PY} -m npcd").split(),
+        )
+    )
+    sys.stdout.write(orjson.dumps(table, option=orjson.OPT_INDENT_2).decode() + "\n")
