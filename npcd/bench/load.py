@@ -22,7 +22,7 @@ import orjson
 
 from npcd import audio
 from npcd.bench import run_loop
-from npcd.bench.frames import FRAME_S, Timing, make_frame, read_timing
+from npcd.bench.frames import FRAME_BYTES, FRAME_S, Timing, make_frame, read_timing
 from npcd.bench.stats import describe
 
 Send = Callable[[bytes], Awaitable[None]]
@@ -117,8 +117,10 @@ async def _grpc(channel: Any, character: str, stream: _Stream, gate: _StartGate)
 
     async def receive() -> None:
         while (message := await call.read()) is not grpc.aio.EOF:
-            if message.HasField("audio"):
-                stream.received(message.audio.data)
+            if message.HasField("audio"):  # npcd may join queued chunks into one message
+                data = message.audio.data
+                for offset in range(0, len(data), FRAME_BYTES):
+                    stream.received(data[offset : offset + FRAME_BYTES])
 
     reader = asyncio.create_task(receive())
     try:

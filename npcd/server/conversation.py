@@ -36,6 +36,7 @@ from npcd.realtime.policy import ErrorClass
 from npcd.realtime.protocol import ResponsePhase
 from npcd.realtime.values import ResponseOverrides
 from npcd.server.convert import character_message
+from npcd.server.outbox import MAX_MERGED_BYTES, Outbox
 from npcd.slot import NpcSlot, SlotListener, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
 
@@ -141,7 +142,7 @@ class Conversation(SlotListener):
         if start.player.name:
             self.context["player_name"] = start.player.name
         self.greet = start.greet
-        self.out: asyncio.Queue[object] = asyncio.Queue()
+        self.out = Outbox()
         self._clock = clock
         self._in = audio.InputConverter(self.in_format)
         self._out = audio.OutputConverter(self.out_format)
@@ -196,7 +197,7 @@ class Conversation(SlotListener):
     def finish(self, error: NpcdError | None = None) -> None:
         """End the outgoing stream (with ``error`` as its status, if given)."""
         self._failed = error
-        self.out.put_nowait(_END)
+        self.out.put(_END)
 
     @property
     def failure(self) -> NpcdError | None:
@@ -214,6 +215,19 @@ class Conversation(SlotListener):
             if turn is not None and turn.interrupted and message.audio.response_id == turn.id:
                 return False
         return True
+
+    def coalesce(self, message: pb.ConverseResponse) -> pb.ConverseResponse:
+        """Join the audio chunks of the same response already queued behind ``message`` (see
+        `npcd.server.outbox`); call after `deliverable`."""
+        if message.WhichOneof("kind") != "audio":
+            return message
+        chunk = message.audio
+        more = self.out.take_audio(chunk.response_id, MAX_MERGED_BYTES - len(chunk.data))
+        if more:
+            datas = [m.audio.data for m in more]
+            self._queued_audio_ms -= sum(self._ms_of(d) for d in datas)
+            chunk.data = b"".join([chunk.data, *datas])
+        return message
 
     def note_sent(self, message: pb.ConverseResponse) -> None:
         """Latency bookkeeping: the first output of a turn has reached gRPC."""
@@ -727,7 +741,7 @@ class Conversation(SlotListener):
         )
 
     def _emit(self, message: pb.ConverseResponse) -> None:
-        self.out.put_nowait(message)
+        self.out.put(message)
 
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.out_format.sample_rate

@@ -116,6 +116,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
                 if conversation.is_end(message):
                     break
                 if isinstance(message, pb.ConverseResponse) and conversation.deliverable(message):
+                    message = conversation.coalesce(message)
                     yield message
                     conversation.note_sent(message)
         finally:

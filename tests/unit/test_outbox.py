@@ -1,0 +1,100 @@
+"""Outgoing audio joins up only when it is already queued, and never across responses."""
+
+from __future__ import annotations
+
+import asyncio
+
+from npcd import audio
+from npcd.config import Secret
+from npcd.personas import load_directory
+from npcd.realtime import events as ev
+from npcd.realtime.endpoints import Backend, Provider
+from npcd.realtime.values import Response
+from npcd.server.conversation import Conversation
+from npcd.server.outbox import MAX_MERGED_BYTES, Outbox
+from npcd.slot import NpcSlot, SlotOptions
+from npcd.v1 import npcd_pb2 as pb
+from tests.conftest import SAMPLES
+
+
+def chunk(response_id: str, data: bytes) -> pb.ConverseResponse:
+    return pb.ConverseResponse(audio=pb.NpcAudio(response_id=response_id, data=data))
+
+
+def test_take_audio_stops_at_another_response_another_kind_or_the_size_limit() -> None:
+    box = Outbox()
+    for item in (
+        chunk("r1", b"a" * 4),
+        chunk("r1", b"b" * 4),
+        chunk("r2", b"c" * 4),
+        pb.ConverseResponse(response_done=pb.ResponseDone(response_id="r2")),
+        chunk("r2", b"d" * 4),
+    ):
+        box.put(item)
+    assert [m.audio.data for m in box.take_audio("r1", 100)] == [b"a" * 4, b"b" * 4]
+    assert box.take_audio("r1", 100) == [], "r2's audio stays r2's"
+    assert box.take_audio("r2", 3) == [], "too big for the room left"
+    assert [m.audio.data for m in box.take_audio("r2", 4)] == [b"c" * 4]
+    assert box.take_audio("r2", 100) == [], "not past the ResponseDone"
+    assert len(box) == 2
+
+
+async def test_get_waits_for_a_put() -> None:
+    box = Outbox()
+    getter = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    box.put("hello")
+    assert await asyncio.wait_for(getter, 1) == "hello"
+
+
+def conversation() -> Conversation:
+    """A conversation on an NPC slot that is never connected: only its state is exercised."""
+    persona = load_directory(SAMPLES).personas["blacksmith"]
+    backend = Backend(Provider.COMPATIBLE, "ws://127.0.0.1:9/v1", api_key=Secret("sk-test-0"))
+    return Conversation(NpcSlot(persona, SlotOptions(backend)), pb.Start(character_id="blacksmith"))
+
+
+def delta(response_id: str, pcm: bytes) -> ev.ResponseOutputAudioDelta:
+    return ev.ResponseOutputAudioDelta(
+        event_id="e",
+        response_id=response_id,
+        item_id="item_1",
+        output_index=0,
+        content_index=0,
+        delta=audio.b64encode(pcm),
+    )
+
+
+async def drain(conv: Conversation) -> list[pb.ConverseResponse]:
+    """What the servicer would send, in order."""
+    sent = []
+    while len(conv.out):
+        message = await conv.out.get()
+        assert isinstance(message, pb.ConverseResponse)
+        if conv.deliverable(message):
+            sent.append(conv.coalesce(message))
+    return sent
+
+
+async def test_backlogged_audio_leaves_as_fewer_messages_with_every_byte_in_order() -> None:
+    conv = conversation()
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    frames = [bytes([n]) * 960 for n in range(25)]  # 20 ms each, queued before the stream runs
+    for frame in frames:
+        conv.on_event(delta("resp_1", frame))
+    sent = [m.audio for m in await drain(conv) if m.WhichOneof("kind") == "audio"]
+    assert b"".join(a.data for a in sent) == b"".join(frames)
+    assert len(sent) == 3, "25 frames of 960 B in messages of at most 9600 B"
+    assert all(len(a.data) <= MAX_MERGED_BYTES for a in sent)
+    assert [a.start_ms for a in sent] == [0, 200, 400], "each says where it starts"
+    assert sent[0].sequence < sent[1].sequence < sent[2].sequence
+
+
+async def test_audio_that_is_not_backlogged_goes_out_alone() -> None:
+    conv = conversation()
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    for n in range(3):
+        conv.on_event(delta("resp_1", bytes([n]) * 960))
+        (message,) = [m for m in await drain(conv) if m.WhichOneof("kind") == "audio"]
+        assert message.audio.data == bytes([n]) * 960
