@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from npcd import __version__
+from npcd.bench.suite import add_arguments as add_bench_arguments
 from npcd.config import DEFAULT_LISTEN, Settings, env_default, parse_listen
 from npcd.errors import StartupError
 from npcd.log import setup_logging
@@ -133,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--base", action="store_true", help="the schema for base files (nothing required)"
     )
+    bench = commands.add_parser(
+        "bench", help="measure what npcd costs on this machine (a few minutes; see README)"
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -147,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.paths)
         if args.command == "characters":
             return _characters(args.characters)
+        if args.command == "bench":
+            from npcd.bench.suite import main as bench_main
+
+            return bench_main(args)
         if args.command == "schema":
             schema = base_persona_json_schema() if args.base else persona_json_schema()
             print(json.dumps(schema, indent=2))

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from npcd.bench.frames import FRAME_S
 from npcd.bench.stats import cpu_seconds, machine_cpu_seconds, median, rss_mib
 
 PY = sys.executable
@@ -314,24 +315,48 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
     return result
 
 
+def cpu_us_per_frame(data: dict[str, Any], streams: int) -> float:
+    """Relay CPU per frame round trip (one frame in and one delta out), in microseconds."""
+    return float(data.get("relay_cpu_percent", 0.0)) / 100 / (streams / FRAME_S) * 1e6
+
+
 def format_level(streams: int, row: dict[str, Any]) -> str:
-    direct = row["direct"]["rtt"]
-    lines = [f"{streams} concurrent conversations (round trip per 20 ms frame, ms)"]
-    lines.append(
-        "  path      p50    p99    max | up p50 down p50 | added p50   p99 | ratio p50 p99"
-        " | CPU%  RSS MiB"
-    )
+    """One level as a table: each direction and the round trip, per path, then npcd's cost."""
+    lines = [
+        f"{streams} concurrent conversations, 20 ms frames at 50/s each way "
+        f"(ms; median of {row['direct']['reps']:.0f} runs)",
+        "  path     | game->backend p50  p99   max | backend->game p50  p99   max |"
+        " round trip p50  p99   max | CPU%  us/frame  RSS MiB",
+    ]
     for path, data in row.items():
-        rtt = data["rtt"]
-        cpu = data.get("relay_cpu_percent")
-        rss = data.get("relay_rss_mib")
-        lines.append(
-            f"  {path:7s} {rtt['p50']:6.2f} {rtt['p99']:6.2f} {rtt['max']:6.1f} |"
-            f" {data['up']['p50']:6.2f} {data['down']['p50']:9.2f} |"
-            f" {rtt['p50'] - direct['p50']:+9.2f} {rtt['p99'] - direct['p99']:+5.2f} |"
-            f" {rtt['p50'] / direct['p50']:9.2f} {rtt['p99'] / direct['p99']:4.2f} |"
-            + (f" {cpu:4.0f} {rss:8.1f}" if cpu is not None and rss is not None else "     -")
+        cells = []
+        for leg in ("up", "down", "rtt"):
+            cells.append(
+                f"{data[leg]['p50']:17.2f} {data[leg]['p99']:5.2f} {data[leg]['max']:5.1f}"
+                if leg != "rtt"
+                else f"{data[leg]['p50']:14.2f} {data[leg]['p99']:5.2f} {data[leg]['max']:5.1f}"
+            )
+        usage = (
+            f"{data['relay_cpu_percent']:4.0f} {cpu_us_per_frame(data, streams):9.0f}"
+            f" {data['relay_rss_mib']:8.1f}"
+            if "relay_cpu_percent" in data
+            else "   -"
         )
+        lines.append(f"  {path:8s} |" + " |".join(cells) + f" | {usage}")
+    npcd, direct = row["npcd"], row["direct"]
+    added = []
+    for leg, label in (("up", "game->backend"), ("down", "backend->game"), ("rtt", "round trip")):
+        p50, p99 = (npcd[leg][q] - direct[leg][q] for q in ("p50", "p99"))
+        added.append(f"{label} {p50:+.2f} / {p99:+.2f}")
+    lines.append("  npcd adds (p50 / p99): " + ", ".join(added))
+    ratios = [f"npcd/direct {npcd['rtt']['p50'] / max(direct['rtt']['p50'], 1e-9):.1f}x"]
+    for peer in ("bare", "pipecat"):
+        if peer in row and row[peer].get("relay_cpu_percent"):
+            ratios.append(
+                f"npcd/{peer} CPU per frame "
+                f"{npcd['relay_cpu_percent'] / row[peer]['relay_cpu_percent']:.2f}x"
+            )
+    lines.append("  round trip p50 " + "; ".join(ratios))
     return "\n".join(lines)
 
 

@@ -146,7 +146,7 @@ class LocalBackend:
         if self.secrets.valid(key):
             return True
         if not self.options.api_keys:
-            return bool(key)
+            return True  # run without keys: loopback only, any or no key (as the log says)
         return any(hmac.compare_digest(key, allowed) for allowed in self.options.api_keys)
 
     def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:

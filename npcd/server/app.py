@@ -199,6 +199,13 @@ async def start_server(
     return running
 
 
+def _some(names: list[str], shown: int = 8) -> str:
+    """A list for a log line that stays one line with 500 personas."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f", ... and {len(names) - shown} more"
+
+
 async def wait_for_npcs(running: RunningServer) -> int:
     """Wait until every NPC session is up (or failed); mark the service SERVING. Returns how
     many are ready."""
@@ -259,7 +266,7 @@ async def serve_forever(settings: Settings) -> None:
         __version__,
         running.address,
         len(catalog.personas),
-        ", ".join(catalog.personas),
+        _some(list(catalog.personas)),
         settings.backend,
     )
     try:

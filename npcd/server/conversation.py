@@ -159,6 +159,8 @@ class Conversation(SlotListener):
         self._action_timers: dict[str, asyncio.TimerHandle] = {}
         self._calls_by_response: dict[str, set[str]] = {}
         self._failed: NpcdError | None = None
+        #: Finished turns whose `ResponseDone` (and so their latency report) is still queued.
+        self._unreported: dict[str, _Turn] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -207,33 +209,42 @@ class Conversation(SlotListener):
     def is_end(message: object) -> bool:
         return message is _END
 
-    def deliverable(self, message: pb.ConverseResponse) -> bool:
-        """Drop audio of a response that was interrupted after it was queued."""
-        if message.WhichOneof("kind") == "audio":
-            self._queued_audio_ms -= self._ms_of(message.audio.data)
+    def outgoing(self, message: pb.ConverseResponse) -> pb.ConverseResponse | None:
+        """``message`` as it should leave now, or None to drop it: audio of a response that
+        was interrupted after it was queued is dropped, audio already queued behind it joins
+        it (see `npcd.server.outbox`), and a `ResponseDone` gets its latency report here,
+        when the first output has surely been sent."""
+        kind = message.WhichOneof("kind")
+        if kind == "audio":
+            chunk = message.audio
+            self._queued_audio_ms -= self._ms_of(chunk.data)
             turn = self._turn
-            if turn is not None and turn.interrupted and message.audio.response_id == turn.id:
-                return False
-        return True
-
-    def coalesce(self, message: pb.ConverseResponse) -> pb.ConverseResponse:
-        """Join the audio chunks of the same response already queued behind ``message`` (see
-        `npcd.server.outbox`); call after `deliverable`."""
-        if message.WhichOneof("kind") != "audio":
-            return message
-        chunk = message.audio
-        more = self.out.take_audio(chunk.response_id, MAX_MERGED_BYTES - len(chunk.data))
-        if more:
-            datas = [m.audio.data for m in more]
-            self._queued_audio_ms -= sum(self._ms_of(d) for d in datas)
-            chunk.data = b"".join([chunk.data, *datas])
+            if turn is not None and turn.interrupted and chunk.response_id == turn.id:
+                return None
+            more = self.out.take_audio(chunk.response_id, MAX_MERGED_BYTES - len(chunk.data))
+            if more:
+                datas = [m.audio.data for m in more]
+                self._queued_audio_ms -= sum(self._ms_of(d) for d in datas)
+                chunk.data = b"".join([chunk.data, *datas])
+        elif kind == "response_done":
+            finished = self._unreported.pop(message.response_done.response_id, None)
+            if finished is not None:
+                message.response_done.latency.CopyFrom(self._latency(finished))
         return message
 
     def note_sent(self, message: pb.ConverseResponse) -> None:
         """Latency bookkeeping: the first output of a turn has reached gRPC."""
-        turn = self._turn
         kind = message.WhichOneof("kind")
-        if turn is not None and turn.first_output is None and kind in ("audio", "npc_transcript"):
+        if kind == "audio":
+            response_id = message.audio.response_id
+        elif kind == "npc_transcript":
+            response_id = message.npc_transcript.response_id
+        else:
+            return
+        turn = self._turn
+        if turn is None or turn.id != response_id:
+            turn = self._unreported.get(response_id)
+        if turn is not None and turn.first_output is None:
             turn.first_output = self._clock()
 
     # -- game -> npcd -----------------------------------------------------------------------------
@@ -681,7 +692,7 @@ class Conversation(SlotListener):
             usage=usage,
         )
         if self.caps.latency_reports:
-            done.latency.CopyFrom(self._latency(turn))
+            self._unreported[turn.id] = turn  # reported when the ResponseDone is sent
         self._emit(pb.ConverseResponse(response_done=done))
 
     def _latency(self, turn: _Turn) -> pb.Latency:

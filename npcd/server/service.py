@@ -115,10 +115,12 @@ class NpcService(pb_grpc.NpcServiceServicer):
                 message = await conversation.out.get()
                 if conversation.is_end(message):
                     break
-                if isinstance(message, pb.ConverseResponse) and conversation.deliverable(message):
-                    message = conversation.coalesce(message)
-                    yield message
-                    conversation.note_sent(message)
+                if not isinstance(message, pb.ConverseResponse):
+                    continue
+                sending = conversation.outgoing(message)
+                if sending is not None:
+                    yield sending
+                    conversation.note_sent(sending)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

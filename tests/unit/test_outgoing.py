@@ -1,8 +1,12 @@
-"""Outgoing audio joins up only when it is already queued, and never across responses."""
+"""What leaves for the game: audio joins up only when it is already queued, never across
+responses, and a turn's latency report counts the time its first audio waited in npcd."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
+from collections.abc import Callable
 
 from npcd import audio
 from npcd.config import Secret
@@ -48,11 +52,12 @@ async def test_get_waits_for_a_put() -> None:
     assert await asyncio.wait_for(getter, 1) == "hello"
 
 
-def conversation() -> Conversation:
+def conversation(clock: Callable[[], float] = time.perf_counter) -> Conversation:
     """A conversation on an NPC slot that is never connected: only its state is exercised."""
     persona = load_directory(SAMPLES).personas["blacksmith"]
     backend = Backend(Provider.COMPATIBLE, "ws://127.0.0.1:9/v1", api_key=Secret("sk-test-0"))
-    return Conversation(NpcSlot(persona, SlotOptions(backend)), pb.Start(character_id="blacksmith"))
+    start = pb.Start(character_id="blacksmith", capabilities=pb.Capabilities(latency_reports=True))
+    return Conversation(NpcSlot(persona, SlotOptions(backend)), start, clock=clock)
 
 
 def delta(response_id: str, pcm: bytes) -> ev.ResponseOutputAudioDelta:
@@ -72,8 +77,10 @@ async def drain(conv: Conversation) -> list[pb.ConverseResponse]:
     while len(conv.out):
         message = await conv.out.get()
         assert isinstance(message, pb.ConverseResponse)
-        if conv.deliverable(message):
-            sent.append(conv.coalesce(message))
+        sending = conv.outgoing(message)
+        if sending is not None:
+            sent.append(sending)
+            conv.note_sent(sending)
     return sent
 
 
@@ -98,3 +105,20 @@ async def test_audio_that_is_not_backlogged_goes_out_alone() -> None:
         conv.on_event(delta("resp_1", bytes([n]) * 960))
         (message,) = [m for m in await drain(conv) if m.WhichOneof("kind") == "audio"]
         assert message.audio.data == bytes([n]) * 960
+
+
+async def test_latency_counts_audio_that_waited_behind_the_response_done() -> None:
+    """A short answer can arrive in one burst, its `response.done` queued before its first audio
+    has left: the report must still say how long that audio waited in npcd."""
+    ticks = itertools.count()
+    conv = conversation(clock=lambda: float(next(ticks)))  # each reading one second later
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    conv.on_event(delta("resp_1", bytes(960)))
+    conv.on_event(
+        ev.ResponseDone(event_id="e1", response=Response(id="resp_1", status="completed"))
+    )
+    sent = await drain(conv)
+    assert [m.WhichOneof("kind") for m in sent] == ["response_started", "audio", "response_done"]
+    latency = sent[-1].response_done.latency
+    assert latency.npcd_us > 0, "the first audio left after the backend's response.done"
+    assert latency.first_output_us == latency.backend_us + latency.npcd_us

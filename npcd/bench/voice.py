@@ -1,0 +1,463 @@
+"""Voice to voice: end of player speech to the NPC's first audio at the game, and npcd's share.
+
+Run: python -m npcd.bench.voice [--turns 6]. Two processes: the local backend on its own
+(`npcd backend`) and `npcd serve --backend ws://...` in front of it; the game client runs here.
+Each turn streams a real LibriVox clip in real time (20 ms chunks of 48 kHz float32, as a game's
+microphone gives them, paced on an absolute schedule), then silence until the backend's server
+VAD ends the turn and the NPC's response is done. The figure is the wall-clock time from sending
+the last speech sample to receiving the first NPC audio, so the VAD's silence wait is in it, as
+the player feels it.
+
+The same turn also goes straight to the backend over its WebSocket, interleaved (alternating
+which path goes first), in a session configured exactly as npcd configures the NPC's (the
+persona's instructions, VAD and transcription settings). It converts each chunk to 24 kHz with
+npcd's own converter, as a direct client must too, so both backend sessions hear the same
+samples at the same times, and through-npcd minus direct is what relaying through npcd costs.
+With a few turns that difference is within the backend's own turn-to-turn spread (Whisper
+and the reply vary by up to ~200 ms a turn here), so npcd's in-band split from
+`ResponseDone.latency` is reported too: from the VAD stop npcd sees to the first audio it
+sends, `npcd_us` inside npcd and `backend_us` waiting for the backend. One conversation per
+path for the whole run, as a player talking to an NPC; warm-up turns are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from npcd import audio
+from npcd.bench.startup import Daemon, wait_listening, wait_serving
+from npcd.personas import load_directory
+from npcd.personas.model import Persona
+from npcd.realtime import events as ev
+from npcd.realtime.codec import encode_client
+from npcd.realtime.configure import session_config
+from npcd.v1 import npcd_pb2 as pb
+from npcd.v1 import npcd_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+CLIP = REPO / "tests/fixtures/speech/sense_and_sensibility_01_austen_64kb-0880.wav"
+GAME = audio.AudioFormat(audio.Encoding.FLOAT32, 48000)
+GAME_PB = pb.AudioFormat(encoding=pb.AUDIO_ENCODING_FLOAT32, sample_rate_hz=48000)
+CHUNK_S = 0.020
+CHUNK_BYTES = GAME.bytes_per_second // 50
+#: Silence before the speech of each turn (at least), so the VAD hears its onset from quiet.
+LEAD_CHUNKS = 10
+#: 8 chunks of 20 ms are 5 windows of the backend's VAD (32 ms); see `_turn`.
+ALIGN_CHUNKS = 8
+#: How long the NPC may take to answer after the end of speech.
+TURN_TIMEOUT_S = 30.0
+PLAYER = "Ada"
+BACKEND_LINE = re.compile(r"local Realtime backend on http://(\S+)/v1")
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    kind: str  # audio, done, error, closed
+    at: float
+    response_id: str = ""
+    status: str = ""
+    latency: tuple[int, int, int] | None = None  # first_output_us, npcd_us, backend_us
+    detail: str = ""
+
+
+class _Path(Protocol):
+    name: str
+    events: asyncio.Queue[_Event]
+    #: 20 ms chunks sent in this conversation so far.
+    sent: int
+
+    async def send(self, speech: int | None) -> None:
+        """Send speech chunk number ``speech``, or a chunk of silence."""
+        ...
+
+
+class _ThroughNpcd:
+    """A game's Converse stream: 48 kHz float32 in and out, latency reports on."""
+
+    name = "npcd"
+
+    def __init__(self, call: Any, speech: list[bytes]) -> None:
+        self.call = call
+        self.speech = [pb.ConverseRequest(audio=pb.AudioChunk(data=c)) for c in speech]
+        self.silence = pb.ConverseRequest(audio=pb.AudioChunk(data=bytes(CHUNK_BYTES)))
+        self.sent = 0
+        self.events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(
+        cls, channel: grpc.aio.Channel, character: str, speech: list[bytes]
+    ) -> _ThroughNpcd:
+        call = pb_grpc.NpcServiceStub(channel).Converse()
+        start = pb.Start(
+            character_id=character,
+            player=pb.Player(id="bench", name=PLAYER),
+            input_format=GAME_PB,
+            output_format=GAME_PB,
+            capabilities=pb.Capabilities(latency_reports=True),
+        )
+        await call.write(pb.ConverseRequest(start=start))
+        first = await call.read()
+        if first is grpc.aio.EOF or first.WhichOneof("kind") != "ready":
+            raise RuntimeError(f"npcd did not answer Start with Ready: {first}")
+        return cls(call, speech)
+
+    async def send(self, speech: int | None) -> None:
+        self.sent += 1
+        await self.call.write(self.silence if speech is None else self.speech[speech])
+
+    async def _read(self) -> None:
+        put = self.events.put_nowait
+        try:
+            while (message := await self.call.read()) is not grpc.aio.EOF:
+                at = time.perf_counter()
+                kind = message.WhichOneof("kind")
+                if kind == "audio":
+                    put(_Event("audio", at, message.audio.response_id))
+                elif kind == "response_done":
+                    done = message.response_done
+                    lat = done.latency
+                    put(
+                        _Event(
+                            "done",
+                            at,
+                            done.response_id,
+                            pb.ResponseStatus.Name(done.status),
+                            (lat.first_output_us, lat.npcd_us, lat.backend_us),
+                        )
+                    )
+                elif kind == "error":
+                    put(_Event("error", at, detail=message.error.message))
+        except grpc.aio.AioRpcError as exc:
+            put(_Event("closed", time.perf_counter(), detail=f"{exc.code()}: {exc.details()}"))
+            return
+        put(_Event("closed", time.perf_counter(), detail="stream ended"))
+
+    async def close(self) -> None:
+        await self.call.done_writing()
+        await asyncio.wait_for(self.reader, 10)
+
+
+class _Direct:
+    """The same game talking to the backend itself, over the Realtime WebSocket."""
+
+    name = "direct"
+
+    def __init__(self, ws: ClientConnection, speech: list[bytes]) -> None:
+        self.ws = ws
+        self.speech = speech
+        # What npcd does with each chunk (one converter for the whole stream), done here as a
+        # direct client has to: the backend takes PCM16 24 kHz only.
+        self.converter = audio.InputConverter(GAME)
+        self.sent = 0
+        self.events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, session_update: str, speech: list[bytes]) -> _Direct:
+        ws = await connect(
+            url,
+            additional_headers={"Authorization": "Bearer sk-bench"},
+            compression=None,
+            max_size=None,
+        )
+        await ws.send(session_update)
+        async with asyncio.timeout(10):
+            while orjson.loads(await ws.recv())["type"] != "session.updated":
+                pass
+        return cls(ws, speech)
+
+    async def send(self, speech: int | None) -> None:
+        self.sent += 1
+        chunk = bytes(CHUNK_BYTES) if speech is None else self.speech[speech]
+        pcm = self.converter.convert(chunk)
+        if pcm:  # soxr hands out 30-37 ms blocks: some 20 ms chunks give nothing yet
+            await self.ws.send(encode_client(ev.InputAudioBufferAppend(audio=audio.b64encode(pcm))))
+
+    async def _read(self) -> None:
+        put = self.events.put_nowait
+        try:
+            async for frame in self.ws:
+                at = time.perf_counter()
+                event = orjson.loads(frame)
+                kind = event["type"]
+                if kind == "response.output_audio.delta":
+                    put(_Event("audio", at, event["response_id"]))
+                elif kind == "response.done":
+                    response = event["response"]
+                    put(_Event("done", at, response["id"], response["status"]))
+                elif kind == "error":
+                    put(_Event("error", at, detail=event["error"].get("message", "")))
+        except ConnectionClosed as exc:
+            put(_Event("closed", time.perf_counter(), detail=f"WebSocket closed: {exc}"))
+            return
+        put(_Event("closed", time.perf_counter(), detail="WebSocket closed"))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.wait_for(self.reader, 10)
+
+
+def _game_speech(clip: Path) -> list[bytes]:
+    """The clip as a game microphone would deliver it: 20 ms chunks of 48 kHz float32."""
+    with wave.open(str(clip)) as source:
+        if source.getsampwidth() != 2 or source.getnchannels() != 1:
+            raise ValueError(f"{clip}: need a mono 16-bit WAV")
+        rate, raw = source.getframerate(), source.readframes(source.getnframes())
+    to_backend = audio.InputConverter(audio.AudioFormat(audio.Encoding.PCM16, rate))
+    pcm24 = to_backend.convert(raw) + to_backend.flush()
+    to_game = audio.OutputConverter(GAME)
+    speech = to_game.convert(pcm24) + to_game.flush()
+    speech += bytes(-len(speech) % CHUNK_BYTES)  # pad the last chunk with silence
+    return [speech[i : i + CHUNK_BYTES] for i in range(0, len(speech), CHUNK_BYTES)]
+
+
+async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, Any]:
+    """Speak one turn on ``path`` and wait for the NPC's response to be done.
+
+    The lead-in silence is stretched so the speech starts a whole number of VAD windows into
+    the stream: the backend's VAD (32 ms windows) then sees every turn, on both paths, with the
+    same phase, and ends it on the same chunk; otherwise that phase alone moves the end of turn
+    by up to a window, turn by turn."""
+    while not path.events.empty():
+        path.events.get_nowait()
+    lead = LEAD_CHUNKS + (-(path.sent + LEAD_CHUNKS)) % ALIGN_CHUNKS
+    last_speech = lead + speech_chunks - 1
+    stop = asyncio.Event()
+    spoken_at = 0.0
+
+    async def speak() -> None:
+        nonlocal spoken_at
+        begin = time.perf_counter()
+        index = 0
+        while not stop.is_set() and index * CHUNK_S < limit_s:
+            await asyncio.sleep(max(0.0, begin + index * CHUNK_S - time.perf_counter()))
+            if stop.is_set():
+                return
+            await path.send(index - lead if lead <= index <= last_speech else None)
+            if index == last_speech:
+                spoken_at = time.perf_counter()
+            index += 1
+
+    started = time.perf_counter()
+    sender = asyncio.create_task(speak())
+    early = False
+    first: _Event | None = None
+    try:
+        async with asyncio.timeout(limit_s):
+            while True:
+                event = await path.events.get()
+                if event.kind in ("error", "closed"):
+                    raise RuntimeError(f"{path.name}: {event.kind}: {event.detail}")
+                if event.kind == "audio" and not spoken_at:
+                    early = True  # the VAD cut the clip in two: an answer to half of it
+                elif event.kind == "audio" and first is None:
+                    first = event
+                elif event.kind == "done" and first and event.response_id == first.response_id:
+                    done = event
+                    break
+    except TimeoutError:
+        raise RuntimeError(
+            f"{path.name}: no NPC audio and ResponseDone in {limit_s:.0f} s"
+        ) from None
+    finally:
+        stop.set()
+        await sender
+    result: dict[str, Any] = {
+        "path": path.name,
+        "turn_s": round(time.perf_counter() - started, 2),
+        "first_audio_ms": (first.at - spoken_at) * 1000,
+        "status": done.status.lower().removeprefix("response_status_"),
+        "early_response": early,
+    }
+    if done.latency is not None:
+        result["first_output_us"], result["npcd_us"], result["backend_us"] = done.latency
+    return result
+
+
+async def _converse(
+    target: str, url: str, persona: Persona, speech: list[bytes], turns: int, warmup: int
+) -> list[dict[str, Any]]:
+    """The game side: both paths open for the whole run, turns interleaved."""
+    config = session_config(persona, {"player_name": PLAYER}, actions=False)
+    session_update = encode_client(ev.SessionUpdate(session=config))
+    limit_s = len(speech) * CHUNK_S + TURN_TIMEOUT_S
+    results: list[dict[str, Any]] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        through = await _ThroughNpcd.open(channel, persona.id, speech)
+        direct = await _Direct.open(url, session_update, speech)
+        try:
+            for number in range(warmup + turns):
+                paths: tuple[_Path, _Path] = (through, direct) if number % 2 else (direct, through)
+                for path in paths:
+                    result = await _turn(path, len(speech), limit_s)
+                    if number >= warmup:
+                        results.append(result)
+        finally:
+            await through.close()
+            await direct.close()
+    return results
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    """p50, p99 (nearest rank: with under 100 turns it is the maximum) and max."""
+    ordered = sorted(values)
+    return {
+        "p50": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)],
+        "max": ordered[-1],
+    }
+
+
+def _summary(turn_log: list[dict[str, Any]]) -> dict[str, Any]:
+    through = [t["first_audio_ms"] for t in turn_log if t["path"] == "npcd"]
+    direct = [t["first_audio_ms"] for t in turn_log if t["path"] == "direct"]
+    inband = [t for t in turn_log if t["path"] == "npcd"]
+    # npcd computes ResponseDone.latency when the backend's response.done arrives; if it had not
+    # sent the first audio to the game by then, npcd_us reads 0 and means "not measured".
+    measured = [float(t["npcd_us"]) for t in inband if t["npcd_us"] > 0]
+    npcd_ms, direct_ms = _stats(through), _stats(direct)
+    return {
+        "through_npcd_ms": npcd_ms,
+        "direct_ms": direct_ms,
+        "npcd_share_ms": {
+            "p50": npcd_ms["p50"] - direct_ms["p50"],
+            "p99": npcd_ms["p99"] - direct_ms["p99"],
+        },
+        "backend_share_ms": {"p50": direct_ms["p50"], "p99": direct_ms["p99"]},
+        "inband_us": {
+            "first_output": _stats([float(t["first_output_us"]) for t in inband]),
+            "backend": _stats([float(t["backend_us"]) for t in inband]),
+            "npcd": _stats(measured) if measured else None,
+        },
+        "inband_npcd_unmeasured": len(inband) - len(measured),
+        "all_completed": all(t["status"] == "completed" for t in turn_log),
+        "early_responses": sum(t["early_response"] for t in turn_log),
+    }
+
+
+def run(
+    turns: int = 6,
+    warmup: int = 1,
+    character: str = "blacksmith",
+    clip: Path = CLIP,
+    characters: Path = REPO / "characters",
+) -> dict[str, Any]:
+    """Start the backend and npcd, run ``warmup + turns`` turns on each path, stop both."""
+    if turns < 1 or warmup < 0:
+        raise ValueError("turns must be at least 1 and warmup at least 0")
+    speech = _game_speech(clip)
+    with tempfile.TemporaryDirectory(prefix="npcd-bench-voice-") as tmp:
+        # Only this NPC (and the bases it may extend): `--model npcd-local:<id>` pins the
+        # backend's persona for every session npcd opens, so npcd must open just this one.
+        folder = Path(tmp)
+        for source in [characters / f"{character}.yaml", *characters.glob("_*.yaml")]:
+            shutil.copy(source, folder / source.name)
+        catalog = load_directory(folder)
+        if character not in catalog.personas:
+            raise ValueError(f"{character}: {[str(i) for i in catalog.issues] or 'not found'}")
+        persona = catalog.personas[character].persona
+        model = f"npcd-local:{character}"
+        with Daemon(["backend", "--listen", "127.0.0.1:0", "--characters", tmp]) as backend:
+            base = f"ws://{backend.wait_for(BACKEND_LINE, timeout=120).group(1)}/v1"
+            serve_args = ["serve", "--listen", "127.0.0.1:0", "--characters", tmp]
+            # `npcd backend` accepts any key but needs one; npcd sends NPCD_API_KEY if set.
+            key = {"NPCD_API_KEY": "sk-bench-" + secrets.token_hex(8)}
+            with Daemon([*serve_args, "--backend", base, "--model", model], key) as serve:
+                target, _ = wait_listening(serve, 60)
+                wait_serving(serve, target, 60)
+                url = f"{base}/realtime?model={model}"
+                turn_log = asyncio.run(_converse(target, url, persona, speech, turns, warmup))
+    vad = persona.turn_detection
+    return {
+        "benchmark": "voice",
+        "backend": "local (npcd backend, own process)",
+        "character": character,
+        "clip": clip.name,
+        "clip_s": round(len(speech) * CHUNK_S, 2),
+        "vad_silence_ms": vad.silence_duration_ms,
+        "turns": turns,
+        "warmup": warmup,
+        **_summary(turn_log),
+        "turn_log": turn_log,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The two paths and npcd's share, then npcd's own in-band split."""
+
+    def row(label: str, stats: dict[str, float], scale: float = 1.0) -> str:
+        cells = "".join(f"{stats[k] * scale:9.1f}" for k in ("p50", "p99", "max") if k in stats)
+        return f"  {label:44}{cells}"
+
+    lines = [
+        f"voice to voice, local backend: {result['character']} hears {result['clip']} "
+        f"({result['clip_s']:.1f} s), {result['turns']} turns per path "
+        f"(+{result['warmup']} warm-up), VAD silence {result['vad_silence_ms']} ms",
+        f"  {'end of speech -> first NPC audio, ms':44}{'p50':>9}{'p99':>9}{'max':>9}",
+        row("through npcd", result["through_npcd_ms"]),
+        row("direct to the backend", result["direct_ms"]),
+        row("npcd's share (through - direct, per stat)", result["npcd_share_ms"]),
+        "  in-band ResponseDone.latency (VAD stop -> first audio sent), ms",
+        row("first_output_us", result["inband_us"]["first_output"], 1e-3),
+        row("backend_us", result["inband_us"]["backend"], 1e-3),
+    ]
+    unmeasured, inband_npcd = result["inband_npcd_unmeasured"], result["inband_us"]["npcd"]
+    if inband_npcd is not None:
+        lines.append(row("npcd_us", inband_npcd, 1e-3))
+    if unmeasured:
+        lines.append(
+            f"  npcd_us: {unmeasured} turn(s) reported 0 (latency computed before npcd sent the "
+            "first audio) and are left out"
+        )
+    lines.append("  (p99 is nearest-rank: with under 100 turns it is the slowest turn)")
+    if not result["all_completed"] or result["early_responses"]:
+        lines.append(
+            f"  WARNING: not every response completed, or {result['early_responses']} answered "
+            "before the end of speech; see turn_log"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--turns", type=int, default=6, help="measured turns per path")
+    parser.add_argument("--warmup", type=int, default=1, help="turns per path left out")
+    parser.add_argument("--character", default="blacksmith")
+    parser.add_argument("--clip", type=Path, default=CLIP, help="mono PCM16 WAV of speech")
+    parser.add_argument("--characters", type=Path, default=REPO / "characters")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    result = run(
+        turns=args.turns,
+        warmup=args.warmup,
+        character=args.character,
+        clip=args.clip,
+        characters=args.characters,
+    )
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
