@@ -55,19 +55,22 @@ fmt: all
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (a few minutes, not part of `make test`): per-frame codec costs, event
-# encode/decode, speech engines, the local backend's end-of-speech -> first-audio latency, and
-# npcd's added latency per frame against a direct WebSocket at 1/50/100/200 conversations.
+# Benchmarks (about 15 minutes, not part of `make test`): per-frame codec costs, event
+# encode/decode, the speech engines, then `npcd bench`: npcd's added latency per frame against a
+# direct WebSocket, the bare relay and Pipecat (its own venv, .venv-pipecat/, set up here; the
+# relay table goes on without it if that install fails), capacity, voice to voice, start-up.
+# Results: bench/results/*.json and summary.txt. Run it on an otherwise idle machine.
 bench: all
+	-bash bench/pipecat/setup.sh
 	$(BIN)/python bench/audio_codec.py
 	$(BIN)/python -m tests.unit.test_events
 	$(BIN)/python bench/speech_engines.py
 	$(BIN)/python bench/backend_latency.py
-	$(BIN)/python bench/relay_latency.py
+	$(BIN)/npcd bench --out bench/results
 
 clean:
 	rm -f npcd/v1/*_pb2*.py npcd/v1/*_pb2*.pyi
 	rm -rf .mypy_cache .ruff_cache .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-pipecat

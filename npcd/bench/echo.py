@@ -23,7 +23,6 @@ from npcd.realtime.values import AssistantMessage, Response, SessionConfig
 
 _CREATED = encode_server(ev.SessionCreated(event_id="e0", session=SessionConfig(model="echo")))
 _UPDATED = encode_server(ev.SessionUpdated(event_id="e3", session=SessionConfig(model="echo")))
-_APPEND = b'{"type":"input_audio_buffer.append"'
 
 
 def _response_start(n: int) -> tuple[str, str, bytes]:
@@ -57,19 +56,20 @@ async def _session(ws: ServerConnection) -> None:
     responses = 0
     head = b""
     async for message in ws:
-        data = message if isinstance(message, bytes) else message.encode()
-        if data.startswith(_APPEND):
+        event = orjson.loads(message)  # by its type: clients order keys and space JSON freely
+        kind = event.get("type")
+        if kind == "input_audio_buffer.append":
             if not head:
                 responses += 1
                 created, item, head = _response_start(responses)
                 await ws.send(created)
                 await ws.send(item)
-            frame = stamp_echo(audio.b64decode(orjson.loads(data)["audio"]))
+            frame = stamp_echo(audio.b64decode(event["audio"]))
             await ws.send(head + audio.b64encode(frame).encode() + b'"}', text=True)
-        elif b'"response.cancel"' in data[:40] and head:
+        elif kind == "response.cancel" and head:
             await ws.send(_response_end(responses))
             head = b""
-        elif b'"session.update"' in data[:40]:
+        elif kind == "session.update":
             await ws.send(_UPDATED)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,10 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _wait_quiet(limit_percent: float = 10.0, patience_s: float = 60.0) -> None:
