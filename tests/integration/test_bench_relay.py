@@ -44,8 +44,9 @@ def test_every_path_carries_every_frame_and_is_timed_both_ways() -> None:
             for leg in ("up", "down", "rtt"):
                 assert 0 < data[leg]["p50"] <= data[leg]["p99"] <= data[leg]["max"], (path, leg)
             # Both legs are stamped on the same clock, so neither can exceed the round trip.
-            assert data["up"]["max"] <= data["rtt"]["max"] and data["down"]["max"] <= (
-                data["rtt"]["max"]
+            assert (
+                data["up"]["max"] <= data["rtt"]["max"]
+                and data["down"]["max"] <= (data["rtt"]["max"])
             )
         for path in ("bare", "npcd"):
             assert row[path]["relay_cpu_percent"] > 0 and row[path]["relay_rss_mib"] > 10
