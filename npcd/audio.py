@@ -18,7 +18,7 @@ time ``k / rate`` and timestamps need no correction, only the held-back tail nee
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -71,6 +71,10 @@ class AudioFormat:
     encoding: Encoding
     sample_rate: int
     channels: int = 1
+    #: Bytes of one sample frame (one sample per channel): chunks must hold whole frames.
+    #: Derived, and stored because every audio chunk asks for it.
+    frame_bytes: int = field(init=False, compare=False, repr=False)
+    bytes_per_second: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoding, Encoding):
@@ -83,18 +87,13 @@ class AudioFormat:
                 f"unsupported channel count {self.channels}; use 1 (mono) or 2 (interleaved stereo)"
             )
 
+        frame_bytes = self.encoding.sample_width * self.channels
+        object.__setattr__(self, "frame_bytes", frame_bytes)
+        object.__setattr__(self, "bytes_per_second", frame_bytes * self.sample_rate)
+
     def __str__(self) -> str:
         layout = "mono" if self.channels == 1 else "stereo"
         return f"{self.encoding.name} {layout} {self.sample_rate} Hz"
-
-    @property
-    def frame_bytes(self) -> int:
-        """Bytes of one sample frame (one sample per channel): chunks must hold whole frames."""
-        return self.encoding.sample_width * self.channels
-
-    @property
-    def bytes_per_second(self) -> int:
-        return self.frame_bytes * self.sample_rate
 
     def duration_ms(self, nbytes: int) -> float:
         """Playing time of ``nbytes``; a trailing partial frame does not count."""

@@ -359,7 +359,8 @@ class NpcSlot:
                 self._on_connected(session)
             if session.queued_responses:
                 self.schedule_release()
-            await self.flush()
+            if session.has_outgoing:
+                await self.flush()
             self.listener.on_event(event)
 
     async def _rotate(self) -> None:

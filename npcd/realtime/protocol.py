@@ -189,6 +189,11 @@ class RealtimeSession:
 
     # -- actions --------------------------------------------------------------------------------
 
+    @property
+    def has_outgoing(self) -> bool:
+        """Whether `data_to_send` has anything (cheaper than asking it, on the hot path)."""
+        return bool(self._outgoing)
+
     def data_to_send(self) -> list[str]:
         """Frames to send now, in order; each call returns only what is new."""
         out, self._outgoing = self._outgoing, []

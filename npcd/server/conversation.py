@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,7 +153,8 @@ class Conversation(SlotListener):
         self._pending_cause = pb.RESPONSE_CAUSE_PLAYER_SPEECH
         self._user_end: float | None = None
         self._uncommitted_ms = 0.0
-        self._held: list[str] = []
+        self._held: deque[tuple[str, float]] = deque()  # (base64 audio, ms)
+        self._held_ms = 0.0
         self._queued_audio_ms = 0.0
         self._slow = False
         self._partial: dict[str, str] = {}
@@ -252,6 +254,11 @@ class Conversation(SlotListener):
     async def handle(self, request: pb.ConverseRequest) -> bool:
         """Handle one client message; False when the client ended the conversation."""
         kind = request.WhichOneof("kind")
+        if kind == "audio":  # the hot path, 50 times a second: no dispatch, no extra awaits
+            self._on_audio(request.audio)
+            if self.slot.session.has_outgoing:
+                await self.slot.flush()
+            return True
         if kind is None:
             raise InvalidRequest("message has no content (set one of the `kind` fields)")
         handler = _REQUEST_HANDLERS.get(kind)
@@ -261,7 +268,7 @@ class Conversation(SlotListener):
         await self.slot.flush()
         return result is not False
 
-    async def _on_audio(self, chunk: pb.AudioChunk, request_id: str) -> None:
+    def _on_audio(self, chunk: pb.AudioChunk) -> None:
         try:
             audio.validate_chunk(self.in_format, chunk.data)
         except audio.AudioError as exc:
@@ -269,16 +276,17 @@ class Conversation(SlotListener):
         pcm = self._in.convert(chunk.data)
         if not pcm:
             return
-        self._uncommitted_ms += len(pcm) / 48
+        ms = len(pcm) / 48
+        self._uncommitted_ms += ms
         encoded = audio.b64encode(pcm)
         if self.slot.state is not SlotState.READY:
-            self._held.append(encoded)
-            while len(self._held) * 20 > MAX_HELD_AUDIO_MS:
-                self._held.pop(0)
+            # Keep the latest audio until the session is back (it is replayed then).
+            self._held.append((encoded, ms))
+            self._held_ms += ms
+            while self._held_ms > MAX_HELD_AUDIO_MS:
+                self._held_ms -= self._held.popleft()[1]
             return
-        for held in self._held:
-            self.slot.session.append_audio(held)
-        self._held.clear()
+        self._release_held()
         self.slot.session.append_audio(encoded)
 
     async def _on_commit(self, _: pb.Commit, request_id: str) -> None:
@@ -387,10 +395,17 @@ class Conversation(SlotListener):
                 )
             )
         )
-        if status.kind is not StatusKind.RECONNECTING and self._held:
-            for held in self._held:
-                self.slot.session.append_audio(held)
+        if status.kind is not StatusKind.RECONNECTING:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Give the session the audio kept while it was away (oldest first)."""
+        if self._held:
+            session = self.slot.session
+            for held, _ in self._held:
+                session.append_audio(held)
             self._held.clear()
+            self._held_ms = 0.0
 
     def on_event(self, event: ev.ServerEvent) -> None:
         handler = _EVENT_HANDLERS.get(type(event))
@@ -776,7 +791,6 @@ _EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
 }
 
 _REQUEST_HANDLERS: dict[str, Callable[[Conversation, Any, str], Awaitable[bool | None]]] = {
-    "audio": Conversation._on_audio,
     "commit": Conversation._on_commit,
     "text": Conversation._on_text,
     "interrupt": Conversation._on_interrupt,

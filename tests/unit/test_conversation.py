@@ -1,5 +1,7 @@
-"""What leaves for the game: audio joins up only when it is already queued, never across
-responses, and a turn's latency report counts the time its first audio waited in npcd."""
+"""A conversation's state without sockets. What leaves for the game: audio joins up only when
+it is already queued, never across responses, and a turn's latency report counts the time its
+first audio waited in npcd. What arrives while the backend is away: the latest 2 s are kept and
+given to the session, in order, when it is back."""
 
 from __future__ import annotations
 
@@ -8,15 +10,17 @@ import itertools
 import time
 from collections.abc import Callable
 
+import orjson
+
 from npcd import audio
 from npcd.config import Secret
 from npcd.personas import load_directory
 from npcd.realtime import events as ev
 from npcd.realtime.endpoints import Backend, Provider
 from npcd.realtime.values import Response
-from npcd.server.conversation import Conversation
+from npcd.server.conversation import MAX_HELD_AUDIO_MS, Conversation
 from npcd.server.outbox import MAX_MERGED_BYTES, Outbox
-from npcd.slot import NpcSlot, SlotOptions
+from npcd.slot import NpcSlot, SlotOptions, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
 from tests.conftest import SAMPLES
 
@@ -122,3 +126,19 @@ async def test_latency_counts_audio_that_waited_behind_the_response_done() -> No
     latency = sent[-1].response_done.latency
     assert latency.npcd_us > 0, "the first audio left after the backend's response.done"
     assert latency.first_output_us == latency.backend_us + latency.npcd_us
+
+
+def test_audio_sent_while_the_backend_is_away_is_replayed_when_it_is_back() -> None:
+    conv = conversation()
+    session = conv.slot.session
+    assert conv.slot.state is not SlotState.READY  # never connected
+    frames = [bytes([n]) * 4800 for n in range(25)]  # 100 ms each: 2.5 s in all
+    for frame in frames:
+        assert asyncio.run(conv.handle(pb.ConverseRequest(audio=pb.AudioChunk(data=frame))))
+    assert not session.has_outgoing, "nothing goes to a session that is not there"
+    conv.slot.state = SlotState.READY
+    conv.on_status(SlotStatus(StatusKind.RESUMED, "back"))
+    sent = [orjson.loads(frame) for frame in session.data_to_send()]
+    kept = MAX_HELD_AUDIO_MS // 100
+    assert [audio.b64decode(e["audio"]) for e in sent] == frames[-kept:], "the latest 2 s"
+    assert {e["type"] for e in sent} == {"input_audio_buffer.append"}
