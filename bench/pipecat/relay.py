@@ -97,6 +97,8 @@ class GrpcAudioOut(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
+            if self._context.done():
+                return  # the game hung up; audio still in the pipeline has nowhere to go
             await self._context.write(
                 pb.ConverseResponse(
                     audio=pb.NpcAudio(

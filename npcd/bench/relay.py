@@ -52,7 +52,10 @@ class Plan:
     levels: Sequence[int] = (1, 50, 100, 200)
     seconds: float = 5.0
     reps: int = 3
-    capacity: Sequence[int] = (150, 200, 250, 300, 350, 400)
+    #: Loads the capacity probe tries in turn, stopping at the first that fails.
+    capacity: Sequence[int] = (50, 75, 100, 125, 150, 200, 250, 300)
+    #: Runs per capacity probe: a load passes only if every run passes.
+    capacity_reps: int = 2
     pipecat: bool = True
     #: Pipecat collapses near 100 streams; above this it is not run (it would only queue).
     pipecat_max: int = 100
@@ -140,7 +143,7 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
         if plan.pipecat and PIPECAT_PY.exists() and PIPECAT_RELAY.exists():
             peer = subprocess.Popen(
                 [str(PIPECAT_PY), str(PIPECAT_RELAY), "--listen", "127.0.0.1:0"]
-                + ["--backend", backend],
+                + ["--backend", backend, "--log-level", "WARNING"],
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=tempfile.gettempdir(),
@@ -255,6 +258,13 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _machine_percent(run: dict[str, Any]) -> float:
+    """All the CPU the measurement used (generator, npcd, backend, anything else)."""
+    return float(
+        sum(v for k, v in run.items() if k.endswith("_cpu_percent") and isinstance(v, float))
+    )
+
+
 def passes_capacity(npcd: dict[str, Any], direct: dict[str, Any]) -> tuple[bool, str]:
     """The capacity rule, and which part of it failed."""
     if npcd["received"] < npcd["sent"]:
@@ -300,20 +310,22 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
             progress(format_level(streams, row))
         capacity = 0
         for streams in plan.capacity:
-            direct = _measure("direct", servers["echo"], servers["echo"], streams, plan.seconds)
-            through = _measure("npcd", servers["npcd"], servers["echo"], streams, plan.seconds)
-            ok, why = passes_capacity(through, direct)
-            result["capacity"]["probes"][str(streams)] = {
-                "passed": ok,
-                "why": why,
-                "direct": direct,
-                "npcd": through,
-            }
-            progress(
-                f"capacity probe {streams:4d} streams: {'pass' if ok else 'FAIL'} ({why}); "
-                f"npcd CPU {through['relay_cpu_percent']:.0f}%"
-            )
-            if not ok:
+            verdicts = []
+            for _ in range(plan.capacity_reps):
+                direct = _measure("direct", servers["echo"], servers["echo"], streams, plan.seconds)
+                through = _measure("npcd", servers["npcd"], servers["echo"], streams, plan.seconds)
+                ok, why = passes_capacity(through, direct)
+                verdicts.append({"passed": ok, "why": why, "direct": direct, "npcd": through})
+                progress(
+                    f"capacity probe {streams:4d} streams: {'pass' if ok else 'FAIL'} ({why}); "
+                    f"npcd CPU {through['relay_cpu_percent']:.0f}%, "
+                    f"machine {_machine_percent(through):.0f}% of {os.cpu_count()} cores"
+                )
+                if not ok:
+                    break
+            passed = all(v["passed"] for v in verdicts)
+            result["capacity"]["probes"][str(streams)] = {"passed": passed, "runs": verdicts}
+            if not passed:
                 break
             capacity = streams
         result["capacity"]["streams"] = capacity
@@ -370,7 +382,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--levels", default="1,50,100,200")
-    parser.add_argument("--capacity", default="150,200,250,300,350,400")
+    parser.add_argument("--capacity", default="50,75,100,125,150,200,250,300")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-pipecat", action="store_true")

@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--levels", help="relay: concurrent conversations (default 1,50,100,200)")
     parser.add_argument(
-        "--capacity", help="relay: loads the capacity probe tries (default 150,200,250,300,350)"
+        "--capacity",
+        help="relay: loads the capacity probe tries in turn, up to the first that fails "
+        "(default 50,75,100,125,150,200,250,300)",
     )
     parser.add_argument("--seconds", type=float, help="relay: seconds per run (default 5)")
     parser.add_argument("--reps", type=int, help="relay: runs per level and path (default 3)")
@@ -45,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _ints(text: str | None, default: tuple[int, ...]) -> list[int]:
+def _ints(text: str | None, default: Sequence[int]) -> list[int]:
     return [int(x) for x in text.split(",") if x] if text is not None else list(default)
 
 
@@ -55,7 +58,7 @@ def _relay(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     quick = args.quick
     plan = relay.Plan(
         levels=_ints(args.levels, (1, 10) if quick else (1, 50, 100, 200)),
-        capacity=_ints(args.capacity, () if quick else (150, 200, 250, 300, 350)),
+        capacity=_ints(args.capacity, () if quick else relay.Plan.capacity),
         seconds=args.seconds or (1.0 if quick else 5.0),
         reps=args.reps or (1 if quick else 3),
         pipecat=not args.no_pipecat,
