@@ -11,14 +11,13 @@ import struct
 import time
 from dataclasses import dataclass
 
-FRAME_BYTES = 960  # 20 ms of PCM16 mono 24 kHz
-FRAME_S = 0.02
+FRAME_MS = 20  # what game engines' audio callbacks typically deliver
+BYTES_PER_MS = 48  # PCM16 mono 24 kHz
 _HEAD = struct.Struct("<IQQ")  # sequence, sent_ns (client), echoed_ns (backend)
-_PAD = bytes(FRAME_BYTES - _HEAD.size)
 
 
-def make_frame(sequence: int) -> bytes:
-    return _HEAD.pack(sequence, time.perf_counter_ns(), 0) + _PAD
+def make_frame(sequence: int, size: int = FRAME_MS * BYTES_PER_MS) -> bytes:
+    return _HEAD.pack(sequence, time.perf_counter_ns(), 0) + bytes(size - _HEAD.size)
 
 
 def stamp_echo(frame: bytes) -> bytes:

@@ -4,7 +4,7 @@ Each stream sends a 20 ms frame every 20 ms on an absolute schedule (a random ph
 so streams do not fire in lockstep) and times every frame's trip through `npcd.bench.frames`.
 Paths: ``direct`` speaks the Realtime protocol straight to the backend over a WebSocket; ``grpc``
 speaks npcd's Converse contract to npcd, the bare relay or the Pipecat peer. Prints one JSON
-summary line. Run: python -m npcd.bench.load PATH TARGET STREAMS SECONDS
+summary line. Run: python -m npcd.bench.load PATH TARGET STREAMS SECONDS [FRAME_MS]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import orjson
 
 from npcd import audio
 from npcd.bench import run_loop
-from npcd.bench.frames import FRAME_BYTES, FRAME_S, Timing, make_frame, read_timing
+from npcd.bench.frames import BYTES_PER_MS, FRAME_MS, Timing, make_frame, read_timing
 from npcd.bench.stats import describe
 
 Send = Callable[[bytes], Awaitable[None]]
@@ -31,8 +31,10 @@ DRAIN_S = 3.0
 
 
 class _Stream:
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, frame_ms: int) -> None:
         self.frames = frames
+        self.period = frame_ms / 1000
+        self.size = frame_ms * BYTES_PER_MS
         self.timings: list[Timing] = []
         self.slips: list[float] = []
         self.all_back = asyncio.Event()
@@ -44,16 +46,16 @@ class _Stream:
 
     async def pace(self, send: Send, gate: _StartGate) -> None:
         loop = asyncio.get_running_loop()
-        start = await gate.arrive() + random.random() * FRAME_S
+        start = await gate.arrive() + random.random() * self.period
         for sequence in range(self.frames):
-            due = start + sequence * FRAME_S
+            due = start + sequence * self.period
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
                 await asyncio.sleep(0)  # a late sender must still let the others run
             self.slips.append((loop.time() - due) * 1000)
-            await send(make_frame(sequence))
+            await send(make_frame(sequence, self.size))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_S):
                 await self.all_back.wait()
@@ -119,8 +121,8 @@ async def _grpc(channel: Any, character: str, stream: _Stream, gate: _StartGate)
         while (message := await call.read()) is not grpc.aio.EOF:
             if message.HasField("audio"):  # npcd may join queued chunks into one message
                 data = message.audio.data
-                for offset in range(0, len(data), FRAME_BYTES):
-                    stream.received(data[offset : offset + FRAME_BYTES])
+                for offset in range(0, len(data), stream.size):
+                    stream.received(data[offset : offset + stream.size])
 
     reader = asyncio.create_task(receive())
     try:
@@ -132,9 +134,12 @@ async def _grpc(channel: Any, character: str, stream: _Stream, gate: _StartGate)
         call.cancel()
 
 
-async def generate(path: str, target: str, streams: int, seconds: float) -> dict[str, Any]:
-    frames = max(1, round(seconds / FRAME_S))
-    runs = [_Stream(frames) for _ in range(streams)]
+async def generate(
+    path: str, target: str, streams: int, seconds: float, frame_ms: int = FRAME_MS
+) -> dict[str, Any]:
+    frames = max(1, round(seconds * 1000 / frame_ms))
+    runs = [_Stream(frames, frame_ms) for _ in range(streams)]
+    per_second = round(1000 / frame_ms)
     gate = _StartGate(streams)
     cpu0 = time.process_time()
     if path == "direct":
@@ -148,12 +153,12 @@ async def generate(path: str, target: str, streams: int, seconds: float) -> dict
             )
     timings = [t for run in runs for t in run.timings]
     window = (
-        gate.start + FRAME_S,
-        gate.start + frames * FRAME_S,
+        gate.start + frame_ms / 1000,
+        gate.start + frames * frame_ms / 1000,
     )  # the steady state: every stream sending
     sent = frames * streams
-    first_s = [t.rtt_ms for run in runs for t in run.timings[:50]]
-    last_s = [t.rtt_ms for run in runs for t in run.timings[-50:]]
+    first_s = [t.rtt_ms for run in runs for t in run.timings[:per_second]]
+    last_s = [t.rtt_ms for run in runs for t in run.timings[-per_second:]]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "streams": streams,
@@ -173,5 +178,6 @@ async def generate(path: str, target: str, streams: int, seconds: float) -> dict
 
 if __name__ == "__main__":
     path, target, count, seconds = sys.argv[1:5]
-    result = run_loop(generate(path, target, int(count), float(seconds)))
+    frame_ms = int(sys.argv[5]) if len(sys.argv) > 5 else FRAME_MS
+    result = run_loop(generate(path, target, int(count), float(seconds), frame_ms))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

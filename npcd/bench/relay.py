@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from npcd.bench.frames import FRAME_S
+from npcd.bench.frames import FRAME_MS
 from npcd.bench.stats import cpu_seconds, machine_cpu_seconds, median, rss_mib
 
 PY = sys.executable
@@ -52,6 +52,8 @@ class Plan:
     levels: Sequence[int] = (1, 50, 100, 200)
     seconds: float = 5.0
     reps: int = 3
+    #: Audio per message, each way (the capacity rule is stated for 20 ms).
+    frame_ms: int = FRAME_MS
     #: Loads the capacity probe tries in turn, stopping at the first that fails.
     capacity: Sequence[int] = (50, 75, 100, 125, 150, 200, 250, 300)
     #: Runs per capacity probe: a load passes only if every run passes.
@@ -211,22 +213,21 @@ class _CpuSampler:
         return (c1 - c0) / (t1 - t0) * 100
 
 
-def _measure(
-    path: str, server: _Server, echo: _Server, streams: int, seconds: float
-) -> dict[str, Any]:
+def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan) -> dict[str, Any]:
     mode = "direct" if path == "direct" else "grpc"
     watched = {"echo": echo.process.pid}
     if path != "direct":
         watched["relay"] = server.process.pid
     _wait_quiet()
     generator = subprocess.Popen(
-        [PY, "-m", "npcd.bench.load", mode, server.target, str(streams), str(seconds)],
+        [PY, "-m", "npcd.bench.load", mode, server.target, str(streams), str(plan.seconds)]
+        + [str(plan.frame_ms)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     with _CpuSampler({**watched, "generator": generator.pid}) as sampler:
-        stdout, stderr = generator.communicate(timeout=seconds * 10 + 120)
+        stdout, stderr = generator.communicate(timeout=plan.seconds * 10 + 120)
     if generator.returncode != 0:
         raise RuntimeError(f"load generator failed on {path}:\n{stderr[-3000:]}")
     result: dict[str, Any] = orjson.loads(stdout.strip().splitlines()[-1])
@@ -286,6 +287,7 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
             "levels": list(plan.levels),
             "seconds": plan.seconds,
             "reps": plan.reps,
+            "frame_ms": plan.frame_ms,
             "personas": personas,
         },
         "levels": {},
@@ -302,18 +304,16 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
                     if path == "pipecat" and streams > plan.pipecat_max:
                         continue
                     server = servers["echo" if path == "direct" else path]
-                    runs[path].append(
-                        _measure(path, server, servers["echo"], streams, plan.seconds)
-                    )
+                    runs[path].append(_measure(path, server, servers["echo"], streams, plan))
             row = {p: _aggregate(r) for p, r in runs.items() if r}
             result["levels"][str(streams)] = row
-            progress(format_level(streams, row))
+            progress(format_level(streams, row, plan.frame_ms))
         capacity = 0
         for streams in plan.capacity:
             verdicts = []
             for _ in range(plan.capacity_reps):
-                direct = _measure("direct", servers["echo"], servers["echo"], streams, plan.seconds)
-                through = _measure("npcd", servers["npcd"], servers["echo"], streams, plan.seconds)
+                direct = _measure("direct", servers["echo"], servers["echo"], streams, plan)
+                through = _measure("npcd", servers["npcd"], servers["echo"], streams, plan)
                 ok, why = passes_capacity(through, direct)
                 verdicts.append({"passed": ok, "why": why, "direct": direct, "npcd": through})
                 progress(
@@ -332,15 +332,17 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
     return result
 
 
-def cpu_us_per_frame(data: dict[str, Any], streams: int) -> float:
+def cpu_us_per_frame(data: dict[str, Any], streams: int, frame_ms: int = FRAME_MS) -> float:
     """Relay CPU per frame round trip (one frame in and one delta out), in microseconds."""
-    return float(data.get("relay_cpu_percent", 0.0)) / 100 / (streams / FRAME_S) * 1e6
+    frames_per_s = streams * 1000 / frame_ms
+    return float(data.get("relay_cpu_percent", 0.0)) / 100 / frames_per_s * 1e6
 
 
-def format_level(streams: int, row: dict[str, Any]) -> str:
+def format_level(streams: int, row: dict[str, Any], frame_ms: int = FRAME_MS) -> str:
     """One level as a table: each direction and the round trip, per path, then npcd's cost."""
     lines = [
-        f"{streams} concurrent conversations, 20 ms frames at 50/s each way "
+        f"{streams} concurrent conversations, {frame_ms} ms frames at "
+        f"{1000 / frame_ms:.0f}/s each way "
         f"(ms; median of {row['direct']['reps']:.0f} runs)",
         "  path     | game->backend p50  p99   max | backend->game p50  p99   max |"
         " round trip p50  p99   max | CPU%  us/frame  RSS MiB",
@@ -354,7 +356,7 @@ def format_level(streams: int, row: dict[str, Any]) -> str:
                 else f"{data[leg]['p50']:14.2f} {data[leg]['p99']:5.2f} {data[leg]['max']:5.1f}"
             )
         usage = (
-            f"{data['relay_cpu_percent']:4.0f} {cpu_us_per_frame(data, streams):9.0f}"
+            f"{data['relay_cpu_percent']:4.0f} {cpu_us_per_frame(data, streams, frame_ms):9.0f}"
             f" {data['relay_rss_mib']:8.1f}"
             if "relay_cpu_percent" in data
             else "   -"

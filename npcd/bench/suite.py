@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seconds", type=float, help="relay: seconds per run (default 5)")
     parser.add_argument("--reps", type=int, help="relay: runs per level and path (default 3)")
+    parser.add_argument(
+        "--frame-ms", type=int, default=20, help="relay: audio per message each way (default 20)"
+    )
     parser.add_argument("--no-pipecat", action="store_true", help="relay: skip the Pipecat peer")
     parser.add_argument(
         "--out",
@@ -62,6 +65,7 @@ def _relay(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         seconds=args.seconds or (1.0 if quick else 5.0),
         reps=args.reps or (1 if quick else 3),
         pipecat=not args.no_pipecat,
+        frame_ms=args.frame_ms,
     )
     lines: list[str] = []
 

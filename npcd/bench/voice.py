@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import re
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +44,7 @@ from websockets.exceptions import ConnectionClosed
 
 from npcd import audio
 from npcd.bench.startup import Daemon, wait_listening, wait_serving
+from npcd.bench.stats import describe
 from npcd.personas import load_directory
 from npcd.personas.model import Persona
 from npcd.realtime import events as ev
@@ -319,24 +318,11 @@ async def _converse(
     return results
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    """p50, p99 (nearest rank: with under 100 turns it is the maximum) and max."""
-    ordered = sorted(values)
-    return {
-        "p50": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)],
-        "max": ordered[-1],
-    }
-
-
 def _summary(turn_log: list[dict[str, Any]]) -> dict[str, Any]:
     through = [t["first_audio_ms"] for t in turn_log if t["path"] == "npcd"]
     direct = [t["first_audio_ms"] for t in turn_log if t["path"] == "direct"]
     inband = [t for t in turn_log if t["path"] == "npcd"]
-    # npcd computes ResponseDone.latency when the backend's response.done arrives; if it had not
-    # sent the first audio to the game by then, npcd_us reads 0 and means "not measured".
-    measured = [float(t["npcd_us"]) for t in inband if t["npcd_us"] > 0]
-    npcd_ms, direct_ms = _stats(through), _stats(direct)
+    npcd_ms, direct_ms = describe(through), describe(direct)
     return {
         "through_npcd_ms": npcd_ms,
         "direct_ms": direct_ms,
@@ -346,11 +332,10 @@ def _summary(turn_log: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "backend_share_ms": {"p50": direct_ms["p50"], "p99": direct_ms["p99"]},
         "inband_us": {
-            "first_output": _stats([float(t["first_output_us"]) for t in inband]),
-            "backend": _stats([float(t["backend_us"]) for t in inband]),
-            "npcd": _stats(measured) if measured else None,
+            "first_output": describe([float(t["first_output_us"]) for t in inband]),
+            "backend": describe([float(t["backend_us"]) for t in inband]),
+            "npcd": describe([float(t["npcd_us"]) for t in inband]),
         },
-        "inband_npcd_unmeasured": len(inband) - len(measured),
         "all_completed": all(t["status"] == "completed" for t in turn_log),
         "early_responses": sum(t["early_response"] for t in turn_log),
     }
@@ -422,14 +407,7 @@ def format_table(result: dict[str, Any]) -> str:
         row("first_output_us", result["inband_us"]["first_output"], 1e-3),
         row("backend_us", result["inband_us"]["backend"], 1e-3),
     ]
-    unmeasured, inband_npcd = result["inband_npcd_unmeasured"], result["inband_us"]["npcd"]
-    if inband_npcd is not None:
-        lines.append(row("npcd_us", inband_npcd, 1e-3))
-    if unmeasured:
-        lines.append(
-            f"  npcd_us: {unmeasured} turn(s) reported 0 (latency computed before npcd sent the "
-            "first audio) and are left out"
-        )
+    lines.append(row("npcd_us", result["inband_us"]["npcd"], 1e-3))
     lines.append("  (p99 is nearest-rank: with under 100 turns it is the slowest turn)")
     if not result["all_completed"] or result["early_responses"]:
         lines.append(

@@ -51,6 +51,6 @@ def test_voice_turns_all_get_audio_and_the_split_adds_up() -> None:
     assert abs(result["npcd_share_ms"]["p50"]) < 300, "relaying costs ms, not a VAD window"
     inband = result["inband_us"]
     assert inband["first_output"]["p50"] > 0 and inband["backend"]["p50"] > 0
-    assert inband["npcd"] is not None or result["inband_npcd_unmeasured"] == 2
+    assert inband["npcd"]["p50"] > 0, "the first audio's time inside npcd is measured"
     table = voice.format_table(result)
     assert "through npcd" in table and "direct to the backend" in table
