@@ -199,8 +199,13 @@ class _CpuSampler:
     def _sample(self) -> None:
         while True:
             now = time.monotonic()
-            sample = {n: cpu_seconds(p) for n, p in self._pids.items()}
-            sample["machine"] = machine_cpu_seconds()
+            last = self._samples[-1][1] if self._samples else {}
+            sample = {"machine": machine_cpu_seconds()}
+            for name, pid in self._pids.items():
+                try:
+                    sample[name] = cpu_seconds(pid)
+                except FileNotFoundError:  # it has exited (and been reaped): nothing more
+                    sample[name] = last.get(name, 0.0)
             self._samples.append((now, sample))
             if self._stop.wait(0.05):
                 return
