@@ -370,7 +370,7 @@ def encode_client(event: ClientEvent, dialect: Dialect = Dialect.GA) -> str:
     Raises EncodeError if the dialect cannot express it (see `npcd.realtime.dialects`).
     """
     if type(event) is InputAudioBufferAppend and event.event_id is None:
-        return _encode_append(event.audio)
+        return encode_append(event.audio).decode()
     shape = _CLIENT_ENCODE[dialect].get(type(event))
     if shape is None:
         raise EncodeError(f"{type(event).__name__} is not a client event")
@@ -472,11 +472,14 @@ def _dumps(obj: dict[str, Any]) -> str:
 _APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":'
 
 
-def _encode_append(audio: str) -> str:
-    # One orjson call on the string (it escapes anything odd) and no dict: ~0.6 us for 20 ms.
+def encode_append(audio: str) -> bytes:
+    """``input_audio_buffer.append`` as UTF-8 JSON, the same in both dialects: the hot path's
+    event, built as bytes so that nothing decodes it to str only for the WebSocket to encode it
+    back (send it as a text frame)."""
+    # One orjson call on the string (it escapes anything odd) and no dict: ~0.5 us for 20 ms.
     if type(audio) is not str:
         raise EncodeError("InputAudioBufferAppend.audio must be a base64 str")
-    return (_APPEND_PREFIX + orjson.dumps(audio) + b"}").decode()
+    return _APPEND_PREFIX + orjson.dumps(audio) + b"}"
 
 
 _AUDIO_DELTA = {

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from npcd.realtime import events as ev
-from npcd.realtime.codec import decode_server, encode_client
+from npcd.realtime.codec import decode_server, encode_append, encode_client
 from npcd.realtime.policy import ErrorVerdict, RateLimits, classify_error
 from npcd.realtime.values import (
     AssistantMessage,
@@ -164,7 +164,8 @@ class RealtimeSession:
         self.response: TrackedResponse | None = None
         self._phase = ResponsePhase.IDLE
         self._queued: list[tuple[ResponseOverrides | None, object]] = []
-        self._outgoing: list[str] = []
+        #: JSON text frames; bytes (UTF-8) for audio appends, str for the rest.
+        self._outgoing: list[str | bytes] = []
         self._sent_kinds: dict[str, str] = {}
         self._ids: Callable[[], int] = itertools.count(1).__next__
         self._now = 0.0
@@ -194,7 +195,7 @@ class RealtimeSession:
         """Whether `data_to_send` has anything (cheaper than asking it, on the hot path)."""
         return bool(self._outgoing)
 
-    def data_to_send(self) -> list[str]:
+    def data_to_send(self) -> list[str | bytes]:
         """Frames to send now, in order; each call returns only what is new."""
         out, self._outgoing = self._outgoing, []
         return out
@@ -207,9 +208,7 @@ class RealtimeSession:
 
     def append_audio(self, audio_b64: str) -> None:
         """Append base64 PCM16 24 kHz (no ack comes back; see `npcd.audio.split_for_append`)."""
-        self._outgoing.append(
-            encode_client(ev.InputAudioBufferAppend(audio=audio_b64), self.dialect)
-        )
+        self._outgoing.append(encode_append(audio_b64))
 
     def commit_audio(self) -> None:
         self._send(ev.InputAudioBufferCommit(), "input_audio_buffer.commit")
