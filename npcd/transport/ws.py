@@ -124,15 +124,14 @@ class RealtimeLink:
         for frame in frames:
             await self.send(frame)
 
-    async def recv(self) -> str:
-        """The next event's JSON text. Raises `LinkClosed` when the link ends, however it ends."""
+    async def recv(self) -> bytes:
+        """The next event's JSON, as the UTF-8 bytes that arrived: not decoded to str, because
+        the parser takes bytes (and checks the UTF-8). Raises `LinkClosed` when the link ends,
+        however it ends."""
         try:
-            message = await self._ws.recv()
+            message = await self._ws.recv(decode=False)
         except ConnectionClosed as exc:
             raise self._closed(exc) from None
-        if isinstance(message, bytes):
-            # The protocol is text-only; treat a binary frame as text if it decodes.
-            return message.decode("utf-8", errors="replace")
         return message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

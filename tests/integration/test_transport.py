@@ -29,12 +29,29 @@ def backend(peer: RealtimePeer, **kw: object) -> Backend:
     return Backend(provider, base, **options)  # type: ignore[arg-type]
 
 
+async def say_frame_kind(ws: ServerConnection) -> None:
+    """Answer every frame with whether it came as a text frame."""
+    await ws.send('{"type":"session.created","event_id":"event_1","session":{}}')
+    async for message in ws:
+        await ws.send(orjson.dumps({"type": "kind", "text": isinstance(message, str)}).decode())
+
+
+async def test_frames_go_as_text_whether_str_or_bytes() -> None:
+    async with RealtimePeer(say_frame_kind) as peer:
+        link = await RealtimeLink.open(backend(peer))
+        await link.recv()
+        for frame in (b'{"type":"input_audio_buffer.commit"}', '{"type":"response.create"}'):
+            await link.send(frame)
+            assert orjson.loads(await link.recv()) == {"type": "kind", "text": True}
+        await link.close()
+
+
 async def test_ga_link_round_trip_with_bearer_key() -> None:
     async with RealtimePeer(echo_then_hold) as peer:
         link = await RealtimeLink.open(backend(peer))
         assert orjson.loads(await link.recv())["type"] == "session.created"
         await link.send(b'{"type":"input_audio_buffer.commit"}')
-        assert await link.recv() == '{"type":"input_audio_buffer.commit"}', "bytes go as text"
+        assert await link.recv() == b'{"type":"input_audio_buffer.commit"}', "UTF-8, undecoded"
         await link.close()
     [upgrade] = peer.upgrades()
     assert upgrade.path == "/v1/realtime?model=gpt-realtime"
