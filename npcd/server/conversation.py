@@ -37,7 +37,7 @@ from npcd.realtime.policy import ErrorClass
 from npcd.realtime.protocol import ResponsePhase
 from npcd.realtime.values import ResponseOverrides
 from npcd.server.convert import character_message
-from npcd.server.outbox import MAX_MERGED_BYTES, Outbox
+from npcd.server.outbox import MAX_MERGED_MS, Outbox
 from npcd.slot import NpcSlot, SlotListener, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
 
@@ -163,6 +163,10 @@ class Conversation(SlotListener):
         self._failed: NpcdError | None = None
         #: Finished turns whose `ResponseDone` (and so their latency report) is still queued.
         self._unreported: dict[str, _Turn] = {}
+        #: Interrupted responses: their audio still queued is dropped, until their ResponseDone.
+        self._silenced: set[str] = set()
+        #: Most audio one outgoing message carries when queued chunks are joined.
+        self._merge_bytes = self.out_format.bytes_for_ms(MAX_MERGED_MS)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -207,9 +211,16 @@ class Conversation(SlotListener):
     def failure(self) -> NpcdError | None:
         return self._failed
 
-    @staticmethod
-    def is_end(message: object) -> bool:
-        return message is _END
+    async def next_message(self) -> pb.ConverseResponse | None:
+        """The next message for the game, as it should leave now; None when the stream ends."""
+        while True:
+            message = await self.out.get()
+            if message is _END:
+                return None
+            if isinstance(message, pb.ConverseResponse):
+                sending = self.outgoing(message)
+                if sending is not None:
+                    return sending
 
     def outgoing(self, message: pb.ConverseResponse) -> pb.ConverseResponse | None:
         """``message`` as it should leave now, or None to drop it: audio of a response that
@@ -220,16 +231,17 @@ class Conversation(SlotListener):
         if kind == "audio":
             chunk = message.audio
             self._queued_audio_ms -= self._ms_of(chunk.data)
-            turn = self._turn
-            if turn is not None and turn.interrupted and chunk.response_id == turn.id:
+            if chunk.response_id in self._silenced:
                 return None
-            more = self.out.take_audio(chunk.response_id, MAX_MERGED_BYTES - len(chunk.data))
+            more = self.out.take_audio(chunk.response_id, self._merge_bytes - len(chunk.data))
             if more:
                 datas = [m.audio.data for m in more]
                 self._queued_audio_ms -= sum(self._ms_of(d) for d in datas)
                 chunk.data = b"".join([chunk.data, *datas])
         elif kind == "response_done":
-            finished = self._unreported.pop(message.response_done.response_id, None)
+            response_id = message.response_done.response_id
+            self._silenced.discard(response_id)  # nothing of it can follow its ResponseDone
+            finished = self._unreported.pop(response_id, None)
             if finished is not None:
                 message.response_done.latency.CopyFrom(self._latency(finished))
         return message
@@ -376,6 +388,7 @@ class Conversation(SlotListener):
             turn = self._turn
             if not turn.interrupted:
                 turn.interrupted = True
+                self._silenced.add(turn.id)
                 self._emit(
                     pb.ConverseResponse(
                         interrupted=pb.Interrupted(
@@ -657,6 +670,7 @@ class Conversation(SlotListener):
         server_cancels = server_cancels and not self.push_to_talk
         result = session.interrupt(played_ms, server_cancels=server_cancels)
         turn.interrupted = True
+        self._silenced.add(turn.id)
         cut = result.truncated_at_ms if result is not None else None
         if not turn.done:
             self._out.reset()

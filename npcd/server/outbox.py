@@ -14,8 +14,8 @@ from collections import deque
 
 from npcd.v1 import npcd_pb2 as pb
 
-#: The most audio one merged message carries (bytes), to keep the game's chunks small.
-MAX_MERGED_BYTES = 9600  # 200 ms of PCM16 24 kHz
+#: The most audio one merged message carries, to keep the game's chunks small.
+MAX_MERGED_MS = 200
 
 
 class Outbox:

@@ -111,16 +111,9 @@ class NpcService(pb_grpc.NpcServiceServicer):
         try:
             ready = await conversation.open()
             yield pb.ConverseResponse(ready=ready, request_id=first.request_id)
-            while True:
-                message = await conversation.out.get()
-                if conversation.is_end(message):
-                    break
-                if not isinstance(message, pb.ConverseResponse):
-                    continue
-                sending = conversation.outgoing(message)
-                if sending is not None:
-                    yield sending
-                    conversation.note_sent(sending)
+            while (message := await conversation.next_message()) is not None:
+                yield message
+                conversation.note_sent(message)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

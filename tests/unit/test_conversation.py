@@ -19,7 +19,7 @@ from npcd.realtime import events as ev
 from npcd.realtime.endpoints import Backend, Provider
 from npcd.realtime.values import Response
 from npcd.server.conversation import MAX_HELD_AUDIO_MS, Conversation
-from npcd.server.outbox import MAX_MERGED_BYTES, Outbox
+from npcd.server.outbox import MAX_MERGED_MS, Outbox
 from npcd.slot import NpcSlot, SlotOptions, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
 from tests.conftest import SAMPLES
@@ -56,11 +56,17 @@ async def test_get_waits_for_a_put() -> None:
     assert await asyncio.wait_for(getter, 1) == "hello"
 
 
-def conversation(clock: Callable[[], float] = time.perf_counter) -> Conversation:
+def conversation(
+    clock: Callable[[], float] = time.perf_counter, output_format: pb.AudioFormat | None = None
+) -> Conversation:
     """A conversation on an NPC slot that is never connected: only its state is exercised."""
     persona = load_directory(SAMPLES).personas["blacksmith"]
     backend = Backend(Provider.COMPATIBLE, "ws://127.0.0.1:9/v1", api_key=Secret("sk-test-0"))
-    start = pb.Start(character_id="blacksmith", capabilities=pb.Capabilities(latency_reports=True))
+    start = pb.Start(
+        character_id="blacksmith",
+        capabilities=pb.Capabilities(latency_reports=True),
+        output_format=output_format,
+    )
     return Conversation(NpcSlot(persona, SlotOptions(backend)), start, clock=clock)
 
 
@@ -76,15 +82,12 @@ def delta(response_id: str, pcm: bytes) -> ev.ResponseOutputAudioDelta:
 
 
 async def drain(conv: Conversation) -> list[pb.ConverseResponse]:
-    """What the servicer would send, in order."""
+    """What the servicer would send of everything queued so far, in order."""
+    conv.finish()
     sent = []
-    while len(conv.out):
-        message = await conv.out.get()
-        assert isinstance(message, pb.ConverseResponse)
-        sending = conv.outgoing(message)
-        if sending is not None:
-            sent.append(sending)
-            conv.note_sent(sending)
+    while (message := await asyncio.wait_for(conv.next_message(), 1)) is not None:
+        sent.append(message)
+        conv.note_sent(message)
     return sent
 
 
@@ -97,7 +100,7 @@ async def test_backlogged_audio_leaves_as_fewer_messages_with_every_byte_in_orde
     sent = [m.audio for m in await drain(conv) if m.WhichOneof("kind") == "audio"]
     assert b"".join(a.data for a in sent) == b"".join(frames)
     assert len(sent) == 3, "25 frames of 960 B in messages of at most 9600 B"
-    assert all(len(a.data) <= MAX_MERGED_BYTES for a in sent)
+    assert all(len(a.data) <= MAX_MERGED_MS * 48 for a in sent)
     assert [a.start_ms for a in sent] == [0, 200, 400], "each says where it starts"
     assert sent[0].sequence < sent[1].sequence < sent[2].sequence
 
@@ -105,10 +108,39 @@ async def test_backlogged_audio_leaves_as_fewer_messages_with_every_byte_in_orde
 async def test_audio_that_is_not_backlogged_goes_out_alone() -> None:
     conv = conversation()
     conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    await conv.next_message()  # response_started
     for n in range(3):
         conv.on_event(delta("resp_1", bytes([n]) * 960))
-        (message,) = [m for m in await drain(conv) if m.WhichOneof("kind") == "audio"]
-        assert message.audio.data == bytes([n]) * 960
+        message = await asyncio.wait_for(conv.next_message(), 1)
+        assert message is not None and message.audio.data == bytes([n]) * 960
+
+
+async def test_merging_is_bounded_in_time_whatever_the_game_format() -> None:
+    f32_48k = pb.AudioFormat(encoding=pb.AUDIO_ENCODING_FLOAT32, sample_rate_hz=48000)
+    conv = conversation(output_format=f32_48k)
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    for _ in range(25):  # 20 ms deltas: 500 ms in all
+        conv.on_event(delta("resp_1", bytes(960)))
+    audio_out = [m.audio for m in await drain(conv) if m.WhichOneof("kind") == "audio"]
+    per_ms = 48000 * 4 // 1000
+    largest = max(len(a.data) for a in audio_out)
+    assert 150 * per_ms < largest <= MAX_MERGED_MS * per_ms, "about 200 ms, not 9600 B (50 ms)"
+    assert sum(len(a.data) for a in audio_out) > 450 * per_ms, "the resampler keeps ~20 ms back"
+
+
+async def test_queued_audio_of_an_interrupted_response_never_leaves() -> None:
+    """Even when the backend confirms the cancel before the stream reaches that audio."""
+    conv = conversation()
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    for _ in range(10):
+        conv.on_event(delta("resp_1", bytes(960)))
+    assert await conv.handle(pb.ConverseRequest(interrupt=pb.Interrupt()))
+    conv.on_event(
+        ev.ResponseDone(event_id="e1", response=Response(id="resp_1", status="cancelled"))
+    )
+    kinds = [m.WhichOneof("kind") for m in await drain(conv)]
+    assert kinds == ["response_started", "interrupted", "response_done"]
+    assert conv._queued_audio_ms == 0, "the dropped audio no longer counts as queued"
 
 
 async def test_latency_counts_audio_that_waited_behind_the_response_done() -> None:
