@@ -55,7 +55,7 @@ fmt: all
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (about 15 minutes, not part of `make test`): per-frame codec costs, event
+# Benchmarks (about 20 minutes, not part of `make test`): per-frame codec costs, event
 # encode/decode, the speech engines, then `npcd bench`: npcd's added latency per frame against a
 # direct WebSocket, the bare relay and Pipecat (its own venv, .venv-pipecat/, set up here; the
 # relay table goes on without it if that install fails), capacity, voice to voice, start-up.
@@ -63,6 +63,7 @@ fmt: all
 bench: all
 	-bash bench/pipecat/setup.sh
 	$(BIN)/python bench/audio_codec.py
+	$(BIN)/python bench/hot_path.py
 	$(BIN)/python -m tests.unit.test_events
 	$(BIN)/python bench/speech_engines.py
 	$(BIN)/python bench/backend_latency.py

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -61,7 +62,10 @@ class Plan:
     pipecat: bool = True
     #: Pipecat collapses near 100 streams; above this it is not run (it would only queue).
     pipecat_max: int = 100
-    daemon: Sequence[str] = field(default_factory=lambda: [PY, "-m", "npcd"])
+    #: The npcd command; NPCD_BENCH_DAEMON swaps it (e.g. for a profiler wrapping npcd).
+    daemon: Sequence[str] = field(
+        default_factory=lambda: os.environ.get("NPCD_BENCH_DAEMON", f"{PY} -m npcd").split()
+    )
 
 
 def _write_personas(folder: Path, count: int) -> None:
@@ -81,15 +85,26 @@ def _free_port() -> int:
 
 
 def _wait_line(stream: Any, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            raise RuntimeError(f"process exited before printing {pattern!r}")
-        found = re.search(pattern, line)
-        if found:
-            return found
-    raise TimeoutError(pattern)
+    """The first line of a child's output matching ``pattern``, read on a thread so that a
+    child that hangs without a word cannot hang the benchmark."""
+    found: queue.Queue[re.Match[str] | None] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            match = re.search(pattern, line)
+            if match:
+                found.put(match)
+                return
+        found.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        match = found.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no line like {pattern!r} in {timeout:.0f} s") from None
+    if match is None:
+        raise RuntimeError(f"process exited before printing {pattern!r}")
+    return match
 
 
 def _wait_log(log: Path, pattern: str, process: subprocess.Popen[str], timeout: float) -> str:
@@ -127,6 +142,8 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
                 + ["--listen", "127.0.0.1:0", "--backend", f"ws://127.0.0.1:{port}/v1"],
                 stderr=sink,
                 text=True,
+                # The user's NPCD_* settings (a session cap, a model) would skew the numbers.
+                env={k: v for k, v in os.environ.items() if not k.startswith("NPCD_")},
             )
         started.append(daemon)
         began = time.perf_counter()
@@ -204,7 +221,7 @@ class _CpuSampler:
             for name, pid in self._pids.items():
                 try:
                     sample[name] = cpu_seconds(pid)
-                except FileNotFoundError:  # it has exited (and been reaped): nothing more
+                except OSError:  # it has exited (and been reaped): nothing more
                     sample[name] = last.get(name, 0.0)
             self._samples.append((now, sample))
             if self._stop.wait(0.05):
@@ -232,12 +249,16 @@ def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan
         text=True,
     )
     with _CpuSampler({**watched, "generator": generator.pid}) as sampler:
-        stdout, stderr = generator.communicate(timeout=plan.seconds * 10 + 120)
+        try:
+            stdout, stderr = generator.communicate(timeout=plan.seconds * 10 + 120)
+        except subprocess.TimeoutExpired:
+            generator.kill()  # not left running with hundreds of streams
+            generator.communicate()
+            raise
     if generator.returncode != 0:
         raise RuntimeError(f"load generator failed on {path}:\n{stderr[-3000:]}")
     result: dict[str, Any] = orjson.loads(stdout.strip().splitlines()[-1])
     start, end = result.pop("window")
-    result.pop("generator_cpu_s")
     ours = 0.0
     for name in [*watched, "generator"]:
         result[f"{name}_cpu_percent"] = share = sampler.percent(name, start, end)
@@ -272,12 +293,15 @@ def _machine_percent(run: dict[str, Any]) -> float:
 
 
 def passes_capacity(npcd: dict[str, Any], direct: dict[str, Any]) -> tuple[bool, str]:
-    """The capacity rule, and which part of it failed."""
+    """The capacity rule, and which part of it failed. The load must also have been offered:
+    a generator that could not send on time (it shares the machine) fails the load too."""
     if npcd["received"] < npcd["sent"]:
         return False, f"{npcd['sent'] - npcd['received']} frames not delivered"
     added = npcd["rtt"]["p99"] - direct["rtt"]["p99"]
     if added >= CAPACITY_RULE_MS:
         return False, f"p99 added {added:.1f} ms"
+    if npcd["send_slip_p99"] >= CAPACITY_RULE_MS:
+        return False, "the load generator fell behind: the machine is full"
     backlog = npcd["last_second_p50"] - npcd["first_second_p50"]
     if backlog >= CAPACITY_RULE_MS:
         return False, f"falling behind (+{backlog:.0f} ms over the run)"
@@ -287,7 +311,6 @@ def passes_capacity(npcd: dict[str, Any], direct: dict[str, Any]) -> tuple[bool,
 def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
     personas = max([*plan.levels, *plan.capacity])
     result: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "plan": {
             "levels": list(plan.levels),
             "seconds": plan.seconds,
@@ -337,10 +360,15 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
     return result
 
 
-def cpu_us_per_frame(data: dict[str, Any], streams: int, frame_ms: int = FRAME_MS) -> float:
-    """Relay CPU per frame round trip (one frame in and one delta out), in microseconds."""
-    frames_per_s = streams * 1000 / frame_ms
-    return float(data.get("relay_cpu_percent", 0.0)) / 100 / frames_per_s * 1e6
+def cpu_us_per_frame(data: dict[str, Any]) -> float:
+    """Relay CPU per frame round trip (one frame in, one delta out) delivered, in µs."""
+    delivered = float(data.get("delivered_per_s", 0.0))
+    return float(data.get("relay_cpu_percent", 0.0)) / 100 / delivered * 1e6 if delivered else 0.0
+
+
+def saturated(data: dict[str, Any], streams: int, frame_ms: int = FRAME_MS) -> bool:
+    """The path delivered under 95 % of the frames offered: it is not keeping up."""
+    return float(data.get("delivered_per_s", 0.0)) < 0.95 * streams * 1000 / frame_ms
 
 
 def format_level(streams: int, row: dict[str, Any], frame_ms: int = FRAME_MS) -> str:
@@ -361,11 +389,13 @@ def format_level(streams: int, row: dict[str, Any], frame_ms: int = FRAME_MS) ->
                 else f"{data[leg]['p50']:14.2f} {data[leg]['p99']:5.2f} {data[leg]['max']:5.1f}"
             )
         usage = (
-            f"{data['relay_cpu_percent']:4.0f} {cpu_us_per_frame(data, streams, frame_ms):9.0f}"
+            f"{data['relay_cpu_percent']:4.0f} {cpu_us_per_frame(data):9.0f}"
             f" {data['relay_rss_mib']:8.1f}"
             if "relay_cpu_percent" in data
             else "   -"
         )
+        if saturated(data, streams, frame_ms):
+            usage += "  behind real time"
         lines.append(f"  {path:8s} |" + " |".join(cells) + f" | {usage}")
     npcd, direct = row["npcd"], row["direct"]
     added = []
@@ -375,33 +405,12 @@ def format_level(streams: int, row: dict[str, Any], frame_ms: int = FRAME_MS) ->
     lines.append("  npcd adds (p50 / p99): " + ", ".join(added))
     ratios = [f"npcd/direct {npcd['rtt']['p50'] / max(direct['rtt']['p50'], 1e-9):.1f}x"]
     for peer in ("bare", "pipecat"):
-        if peer in row and row[peer].get("relay_cpu_percent"):
-            ratios.append(
-                f"npcd/{peer} CPU per frame "
-                f"{npcd['relay_cpu_percent'] / row[peer]['relay_cpu_percent']:.2f}x"
-            )
+        if peer not in row or saturated(npcd, streams, frame_ms):
+            continue
+        if saturated(row[peer], streams, frame_ms):
+            ratios.append(f"{peer} behind real time")
+        elif cpu_us_per_frame(row[peer]):
+            ratio = cpu_us_per_frame(npcd) / cpu_us_per_frame(row[peer])
+            ratios.append(f"npcd/{peer} CPU per frame {ratio:.2f}x")
     lines.append("  round trip p50 " + "; ".join(ratios))
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--levels", default="1,50,100,200")
-    parser.add_argument("--capacity", default="50,75,100,125,150,200,250,300")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--no-pipecat", action="store_true")
-    args = parser.parse_args()
-    table = run(
-        Plan(
-            levels=[int(x) for x in args.levels.split(",") if x],
-            capacity=[int(x) for x in args.capacity.split(",") if x],
-            seconds=args.seconds,
-            reps=args.reps,
-            pipecat=not args.no_pipecat,
-            daemon=os.environ.get("NPCD_BENCH_DAEMON", f"{PY} -m npcd").split(),
-        )
-    )
-    sys.stdout.write(orjson.dumps(table, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -111,12 +111,18 @@ def main(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     tables = []
+    failed = []
     for part in parts:
         print(f"== {part} ==", flush=True)
-        result, table = _RUNNERS[part](args)
+        try:
+            result, table = _RUNNERS[part](args)
+        except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+            print(f"npcd bench {part}: {exc}", file=sys.stderr)
+            failed.append(part)
+            continue
         result["machine"] = machine
         (args.out / f"{part}.json").write_text(json.dumps(result, indent=2) + "\n")
         tables.append(f"== {part} ==\n{table}")
     (args.out / "summary.txt").write_text("\n\n".join(tables) + "\n")
     print(f"results in {args.out}/", file=sys.stderr)
-    return 0
+    return 1 if failed else 0

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -319,9 +318,12 @@ async def _converse(
 
 
 def _summary(turn_log: list[dict[str, Any]]) -> dict[str, Any]:
-    through = [t["first_audio_ms"] for t in turn_log if t["path"] == "npcd"]
-    direct = [t["first_audio_ms"] for t in turn_log if t["path"] == "direct"]
-    inband = [t for t in turn_log if t["path"] == "npcd"]
+    # A turn the NPC answered before the end of the clip (the VAD cut it short) has no
+    # end-of-speech-to-first-audio figure: it is counted in `early_responses`, not timed.
+    timed = [t for t in turn_log if not t["early_response"]]
+    through = [t["first_audio_ms"] for t in timed if t["path"] == "npcd"]
+    direct = [t["first_audio_ms"] for t in timed if t["path"] == "direct"]
+    inband = [t for t in timed if t["path"] == "npcd"]
     npcd_ms, direct_ms = describe(through), describe(direct)
     return {
         "through_npcd_ms": npcd_ms,
@@ -351,6 +353,12 @@ def run(
     """Start the backend and npcd, run ``warmup + turns`` turns on each path, stop both."""
     if turns < 1 or warmup < 0:
         raise ValueError("turns must be at least 1 and warmup at least 0")
+    for needed in (clip, characters / f"{character}.yaml"):
+        if not needed.exists():
+            raise FileNotFoundError(
+                f"{needed} not found: the voice benchmark runs from a source checkout "
+                "(or give it a clip and a characters folder)"
+            )
     speech = _game_speech(clip)
     with tempfile.TemporaryDirectory(prefix="npcd-bench-voice-") as tmp:
         # Only this NPC (and the bases it may extend): `--model npcd-local:<id>` pins the
@@ -366,9 +374,8 @@ def run(
         with Daemon(["backend", "--listen", "127.0.0.1:0", "--characters", tmp]) as backend:
             base = f"ws://{backend.wait_for(BACKEND_LINE, timeout=120).group(1)}/v1"
             serve_args = ["serve", "--listen", "127.0.0.1:0", "--characters", tmp]
-            # `npcd backend` accepts any key but needs one; npcd sends NPCD_API_KEY if set.
-            key = {"NPCD_API_KEY": "sk-bench-" + secrets.token_hex(8)}
-            with Daemon([*serve_args, "--backend", base, "--model", model], key) as serve:
+            # `npcd backend` runs without keys here, so npcd connects without one.
+            with Daemon([*serve_args, "--backend", base, "--model", model]) as serve:
                 target, _ = wait_listening(serve, 60)
                 wait_serving(serve, target, 60)
                 url = f"{base}/realtime?model={model}"

@@ -48,7 +48,6 @@ def test_voice_turns_all_get_audio_and_the_split_adds_up() -> None:
         assert 0 < first_output < turn["first_audio_ms"] * 1000
     assert result["all_completed"] and result["early_responses"] == 0
     assert result["backend_share_ms"]["p50"] == result["direct_ms"]["p50"] > 0
-    assert abs(result["npcd_share_ms"]["p50"]) < 300, "relaying costs ms, not a VAD window"
     inband = result["inband_us"]
     assert inband["first_output"]["p50"] > 0 and inband["backend"]["p50"] > 0
     assert inband["npcd"]["p50"] > 0, "the first audio's time inside npcd is measured"

@@ -13,7 +13,6 @@ def test_a_stamped_frame_splits_its_round_trip_into_the_two_legs() -> None:
     assert echoed[20:] == sent[20:], "only the header changes"
     timing = read_timing(echoed)
     assert timing.sequence == 7
-    assert 0 <= timing.up_ms and 0 <= timing.down_ms
     assert abs(timing.up_ms + timing.down_ms - timing.rtt_ms) < 1e-6
 
 
