@@ -90,3 +90,33 @@ def test_unreachable_backend_is_reported_once_per_reason_not_per_npc(
         "(499 more failed attempts since the last warning)",
         "cannot reach the Realtime backend: connection refused",
     ]
+
+
+async def test_a_malformed_backend_frame_is_skipped_and_the_session_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Frames arrive as undecoded bytes: one that is not UTF-8 JSON is logged and skipped."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send('{"type":"session.created","event_id":"e1","session":{"type":"realtime"}}')
+        await ws.send(b"\xff\xfe not json")  # a binary frame, not even UTF-8
+        await ws.send(
+            '{"type":"rate_limits.updated","event_id":"e2","rate_limits":'
+            '[{"name":"requests","limit":100,"remaining":99,"reset_seconds":1}]}'
+        )
+        await ws.wait_closed()
+
+    persona = load_directory(SAMPLES).personas["blacksmith"]
+    with caplog.at_level(logging.WARNING, logger="npcd.slot"):
+        async with RealtimePeer(handler) as peer:
+            backend = Backend(Provider.COMPATIBLE, peer.base_url, api_key=Secret("sk-test-01"))
+            slot = NpcSlot(persona, SlotOptions(backend))
+            listener = slot.listener = Events()
+            slot.start()
+            try:
+                async with asyncio.timeout(10):
+                    await listener.rate_limits.wait()
+                assert slot.ready and slot.connects == 1, "the same session, not a reconnect"
+            finally:
+                await slot.close()
+    assert any("malformed backend event" in r.getMessage() for r in caplog.records)
