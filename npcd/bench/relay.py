@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from npcd.bench.frames import FRAME_MS
+from npcd.bench.startup import SESSIONS_READY, Daemon, wait_listening
 from npcd.bench.stats import cpu_seconds, machine_cpu_seconds, median, rss_mib
 
 PY = sys.executable
@@ -107,18 +108,6 @@ def _wait_line(stream: Any, pattern: str, timeout: float = 60.0) -> re.Match[str
     return match
 
 
-def _wait_log(log: Path, pattern: str, process: subprocess.Popen[str], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(pattern, log.read_text())
-        if found:
-            return found.group(1)
-        if process.poll() is not None:
-            raise RuntimeError(f"npcd exited:\n{log.read_text()[-2000:]}")
-        time.sleep(0.05)
-    raise TimeoutError(f"npcd did not log {pattern!r}")
-
-
 @contextlib.contextmanager
 def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
     work = Path(tempfile.mkdtemp(prefix="npcd-bench-"))
@@ -126,51 +115,45 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
     _write_personas(work / "characters", personas)
     started: list[subprocess.Popen[str]] = []
     try:
-        port = _free_port()
-        echo = subprocess.Popen(
-            [PY, "-m", "npcd.bench.echo", str(port)], stdout=subprocess.PIPE, text=True
-        )
-        started.append(echo)
-        _wait_line(echo.stdout, "ready")
-        backend = f"ws://127.0.0.1:{port}/v1/realtime"
-        servers = {"echo": _Server("echo", echo, backend + "?model=echo")}
-
-        log = work / "npcd.log"
-        with log.open("w") as sink:
-            daemon = subprocess.Popen(
-                [*plan.daemon, "serve", "--characters", str(work / "characters")]
-                + ["--listen", "127.0.0.1:0", "--backend", f"ws://127.0.0.1:{port}/v1"],
-                stderr=sink,
-                text=True,
-                # The user's NPCD_* settings (a session cap, a model) would skew the numbers.
-                env={k: v for k, v in os.environ.items() if not k.startswith("NPCD_")},
+        with contextlib.ExitStack() as stack:
+            port = _free_port()
+            echo = subprocess.Popen(
+                [PY, "-m", "npcd.bench.echo", str(port)], stdout=subprocess.PIPE, text=True
             )
-        started.append(daemon)
-        began = time.perf_counter()
-        target = _wait_log(log, r"listening on (\S+):", daemon, 60)
-        _wait_log(log, r"(\d+) of \d+ NPC sessions ready", daemon, 120)
-        servers["npcd"] = _Server("npcd", daemon, target, time.perf_counter() - began)
+            started.append(echo)
+            _wait_line(echo.stdout, "ready")
+            backend = f"ws://127.0.0.1:{port}/v1/realtime"
+            servers = {"echo": _Server("echo", echo, backend + "?model=echo")}
 
-        bare = subprocess.Popen(
-            [PY, "-m", "npcd.bench.bare", "--backend", backend],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        started.append(bare)
-        servers["bare"] = _Server("bare", bare, _wait_line(bare.stdout, r"listening (\S+)")[1])
+            serve = ["serve", "--characters", str(work / "characters"), "--listen", "127.0.0.1:0"]
+            daemon = stack.enter_context(
+                Daemon([*serve, "--backend", f"ws://127.0.0.1:{port}/v1"], command=plan.daemon)
+            )
+            target, _ = wait_listening(daemon, 60)
+            daemon.wait_for(SESSIONS_READY, 120)
+            ready_s = time.perf_counter() - daemon.launched
+            servers["npcd"] = _Server("npcd", daemon.process, target, ready_s)
 
-        if plan.pipecat and PIPECAT_PY.exists() and PIPECAT_RELAY.exists():
-            peer = subprocess.Popen(
-                [str(PIPECAT_PY), str(PIPECAT_RELAY), "--listen", "127.0.0.1:0"]
-                + ["--backend", backend, "--log-level", "WARNING"],
+            bare = subprocess.Popen(
+                [PY, "-m", "npcd.bench.bare", "--backend", backend],
                 stdout=subprocess.PIPE,
                 text=True,
-                cwd=tempfile.gettempdir(),
             )
-            started.append(peer)
-            found = _wait_line(peer.stdout, r"listening (\S+)", 120)
-            servers["pipecat"] = _Server("pipecat", peer, found[1])
-        yield servers
+            started.append(bare)
+            servers["bare"] = _Server("bare", bare, _wait_line(bare.stdout, r"listening (\S+)")[1])
+
+            if plan.pipecat and PIPECAT_PY.exists() and PIPECAT_RELAY.exists():
+                peer = subprocess.Popen(
+                    [str(PIPECAT_PY), str(PIPECAT_RELAY), "--listen", "127.0.0.1:0"]
+                    + ["--backend", backend, "--log-level", "WARNING"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=tempfile.gettempdir(),
+                )
+                started.append(peer)
+                found = _wait_line(peer.stdout, r"listening (\S+)", 120)
+                servers["pipecat"] = _Server("pipecat", peer, found[1])
+            yield servers
     finally:
         for process in reversed(started):
             process.terminate()

@@ -47,13 +47,18 @@ class Daemon:
     """One `python -m npcd ...` child. Its stderr (the log) is drained by a thread, because a
     full pipe would stall the daemon, and kept as lines to wait on and to quote on failure."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "npcd"),
+    ) -> None:
         # NPCD_* variables in the caller's shell (a session cap, a key) would skew the figures.
         clean = {k: v for k, v in os.environ.items() if not k.startswith("NPCD_")}
         self.name = f"npcd {args[0]}"
         self.launched = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "npcd", *args],
+            [*command, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -6,6 +6,7 @@ given to the session, in order, when it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -54,6 +55,18 @@ async def test_get_waits_for_a_put() -> None:
     assert not getter.done()
     box.put("hello")
     assert await asyncio.wait_for(getter, 1) == "hello"
+
+
+async def test_a_cancelled_get_leaves_the_outbox_usable() -> None:
+    """The servicer's wait is cancelled when the game hangs up; nothing may be lost or stuck."""
+    box = Outbox()
+    waiting = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    box.put("next")
+    assert await asyncio.wait_for(box.get(), 1) == "next"
 
 
 def conversation(
