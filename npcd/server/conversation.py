@@ -230,13 +230,13 @@ class Conversation(SlotListener):
         kind = message.WhichOneof("kind")
         if kind == "audio":
             chunk = message.audio
-            self._queued_audio_ms -= self._ms_of(chunk.data)
+            self._queued_audio_ms -= self.out_format.duration_ms(len(chunk.data))
             if chunk.response_id in self._silenced:
                 return None
             more = self.out.take_audio(chunk.response_id, self._merge_bytes - len(chunk.data))
             if more:
                 datas = [m.audio.data for m in more]
-                self._queued_audio_ms -= sum(self._ms_of(d) for d in datas)
+                self._queued_audio_ms -= sum(self.out_format.duration_ms(len(d)) for d in datas)
                 chunk.data = b"".join([chunk.data, *datas])
         elif kind == "response_done":
             response_id = message.response_done.response_id
@@ -387,17 +387,7 @@ class Conversation(SlotListener):
         if status.kind is StatusKind.RECONNECTING and self._turn is not None:
             turn = self._turn
             if not turn.interrupted:
-                turn.interrupted = True
-                self._silenced.add(turn.id)
-                self._emit(
-                    pb.ConverseResponse(
-                        interrupted=pb.Interrupted(
-                            response_id=turn.id,
-                            cause=pb.INTERRUPT_CAUSE_BACKEND_LOST,
-                            truncated_at_ms=self._ms(turn.out_samples),
-                        )
-                    )
-                )
+                self._interrupted(turn, pb.INTERRUPT_CAUSE_BACKEND_LOST, None)
                 self._finish_turn(pb.RESPONSE_STATUS_INTERRUPTED, "backend_lost", None)
         self._emit(
             pb.ConverseResponse(
@@ -629,7 +619,7 @@ class Conversation(SlotListener):
             )
         )
         turn.sequence += 1
-        self._queued_audio_ms += self._ms_of(data)
+        self._queued_audio_ms += self.out_format.duration_ms(len(data))
         if self._queued_audio_ms > MAX_QUEUED_AUDIO_MS and not self._slow:
             self._slow = True
             self._error(
@@ -669,22 +659,28 @@ class Conversation(SlotListener):
         session = self.slot.session
         server_cancels = server_cancels and not self.push_to_talk
         result = session.interrupt(played_ms, server_cancels=server_cancels)
-        turn.interrupted = True
-        self._silenced.add(turn.id)
-        cut = result.truncated_at_ms if result is not None else None
         if not turn.done:
             self._out.reset()
+        self._interrupted(turn, cause, result.truncated_at_ms if result is not None else None)
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.slot.flush())  # noqa: RUF006 - the slot's send lock orders it
+
+    def _interrupted(
+        self, turn: _Turn, cause: pb.InterruptCause.ValueType, cut_ms: int | None
+    ) -> None:
+        """Mark ``turn`` cut off: its audio still queued is dropped (see `outgoing`), and the
+        game is told where the NPC's memory of it ends (all it was sent, if not cut)."""
+        turn.interrupted = True
+        self._silenced.add(turn.id)
         self._emit(
             pb.ConverseResponse(
                 interrupted=pb.Interrupted(
                     response_id=turn.id,
                     cause=cause,
-                    truncated_at_ms=cut if cut is not None else self._ms(turn.out_samples),
+                    truncated_at_ms=cut_ms if cut_ms is not None else self._ms(turn.out_samples),
                 )
             )
         )
-        loop = asyncio.get_running_loop()
-        loop.create_task(self.slot.flush())  # noqa: RUF006 - the slot's send lock orders it
 
     def _finish_turn(
         self, status: pb.ResponseStatus.ValueType, reason: str, event: ev.ResponseDone | None
@@ -785,9 +781,6 @@ class Conversation(SlotListener):
 
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.out_format.sample_rate
-
-    def _ms_of(self, data: bytes) -> float:
-        return len(data) * 1000 / self.out_format.bytes_per_second
 
 
 _EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
