@@ -242,7 +242,11 @@ REFERENCES = {
 }
 
 
-ESPEAK_LINE = "What do you sell at the forge today"
+#: eSpeak's pitch flutter carries over from one call to the next, so the same line never renders
+#: twice alike, and Whisper tiny.en hears some lines differently per rendering: "What do you
+#: sell at the forge today" failed WER 0.4 in 15 % of 32 renderings (on CI too). This line had
+#: WER 0.00 in 80 renderings at random flutter phases, under CTranslate2's AVX2 and AVX512 kernels.
+ESPEAK_LINE = "Do you have any healing potions for sale"
 
 
 def espeak_pcm24k(engines: Any, voice: str = "cedar") -> tuple[bytes, int, int]:
@@ -262,7 +266,7 @@ async def test_spoken_question_vad_edges_transcript_and_answer(
 ) -> None:
     if clip == "espeak-cedar":
         pcm, true_start, true_end = espeak_pcm24k(engines)
-        reference, bound = ESPEAK_LINE.lower(), 0.4  # synthetic speech: WER 15-30 % measured
+        reference, bound = ESPEAK_LINE.lower(), 0.25  # at most two of eight words wrong
     else:
         pcm, true_start, true_end = fixture_pcm24k(clip)
         # 0.00 / 0.25 / 0.00 measured here; engines tests bound the overall rate (<= 0.2).
