@@ -64,6 +64,9 @@ class Plan:
     pipecat: bool = True
     #: Pipecat collapses near 100 streams; above this it is not run (it would only queue).
     pipecat_max: int = 100
+    #: How long each measurement waits for other processes to go quiet first. A check that the
+    #: benchmark works (tests, --quick) needs no quiet machine, and must not wait for one.
+    quiet_s: float = 60.0
     #: The npcd command; NPCD_BENCH_DAEMON swaps it (e.g. for a profiler wrapping npcd).
     daemon: Sequence[str] = field(
         default_factory=lambda: os.environ.get("NPCD_BENCH_DAEMON", f"{PY} -m npcd").split()
@@ -222,7 +225,7 @@ def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan
     watched = {"echo": echo.process.pid}
     if path != "direct":
         watched["relay"] = server.process.pid
-    _wait_quiet()
+    _wait_quiet(patience_s=plan.quiet_s)
     generator = subprocess.Popen(
         [PY, "-m", "npcd.bench.load", mode, server.target, str(streams), str(plan.seconds)]
         + [str(plan.frame_ms)],

@@ -66,6 +66,7 @@ def _relay(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         reps=args.reps or (1 if quick else 3),
         pipecat=not args.no_pipecat,
         frame_ms=args.frame_ms,
+        quiet_s=0.0 if quick else relay.Plan.quiet_s,
     )
     lines: list[str] = []
 
