@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 `validate` found problems; 2 npcd could not start or wa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -14,10 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from npcd import __version__
+from npcd import __version__, eventloop
 from npcd.bench.suite import add_arguments as add_bench_arguments
 from npcd.config import DEFAULT_LISTEN, Settings, env_default, parse_listen
 from npcd.errors import StartupError
+from npcd.eventloop import LOOPS
 from npcd.log import setup_logging
 from npcd.personas import PersonaIssue, load_directory, load_files
 from npcd.personas.loader import PERSONA_SUFFIXES
@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="env NPCD_LOG_LEVEL; default INFO",
     )
     serve.add_argument(
+        "--loop",
+        default=env_default("LOOP", "auto"),
+        choices=LOOPS,
+        help="event loop: uvloop (less CPU per message; not on Windows) or asyncio "
+        "(env NPCD_LOOP; default auto = uvloop where installed)",
+    )
+    serve.add_argument(
         "--allow-remote",
         action="store_true",
         default=env_default("ALLOW_REMOTE", "") == "1",
@@ -121,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer the beta header as OpenAI does since 2026-05 (beta_api_shape_disabled)",
     )
     backend.add_argument("--log-level", default="INFO", type=str.upper)
+    backend.add_argument(
+        "--loop", default=env_default("LOOP", "auto"), choices=LOOPS, help="as for serve"
+    )
 
     validate = commands.add_parser("validate", help="check persona files; exit 1 on problems")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
@@ -183,7 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
         idle_close_s=args.idle_close,
     )
     try:
-        asyncio.run(serve_forever(settings))
+        eventloop.run(serve_forever(settings), args.loop)
     except StartupError as exc:
         logging.getLogger("npcd").error("%s", exc.message)
         return 2
@@ -200,7 +210,7 @@ def _backend(args: argparse.Namespace) -> int:
         return 2
     key = os.environ.get(args.api_key_env, "")
     try:
-        asyncio.run(
+        eventloop.run(
             run_backend(
                 address.host,
                 address.port,
@@ -208,7 +218,8 @@ def _backend(args: argparse.Namespace) -> int:
                 api_key=key or None,
                 max_session_s=args.max_session_minutes * 60,
                 refuse_beta=args.refuse_beta,
-            )
+            ),
+            args.loop,
         )
     except StartupError as exc:
         logging.getLogger("npcd").error("%s", exc.message)

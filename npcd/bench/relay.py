@@ -33,6 +33,7 @@ import orjson
 from npcd.bench.frames import FRAME_MS
 from npcd.bench.startup import SESSIONS_READY, Daemon, wait_listening
 from npcd.bench.stats import cpu_seconds, machine_cpu_seconds, median, rss_mib
+from npcd.eventloop import loop_name
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -67,6 +68,9 @@ class Plan:
     #: How long each measurement waits for other processes to go quiet first. A check that the
     #: benchmark works (tests, --quick) needs no quiet machine, and must not wait for one.
     quiet_s: float = 60.0
+    #: The event loop of npcd, the bare relay, the echo backend and the load generator (see
+    #: `npcd.eventloop`; Pipecat runs its own). The rig on asyncio costs the machine more.
+    loop: str = "auto"
     #: The npcd command; NPCD_BENCH_DAEMON swaps it (e.g. for a profiler wrapping npcd).
     daemon: Sequence[str] = field(
         default_factory=lambda: os.environ.get("NPCD_BENCH_DAEMON", f"{PY} -m npcd").split()
@@ -120,7 +124,10 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
         with contextlib.ExitStack() as stack:
             port = _free_port()
             echo = subprocess.Popen(
-                [PY, "-m", "npcd.bench.echo", str(port)], stdout=subprocess.PIPE, text=True
+                [PY, "-m", "npcd.bench.echo", str(port)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=_rig_env(plan),
             )
             started.append(echo)
             _wait_line(echo.stdout, "ready")
@@ -128,6 +135,7 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
             servers = {"echo": _Server("echo", echo, backend + "?model=echo")}
 
             serve = ["serve", "--characters", str(work / "characters"), "--listen", "127.0.0.1:0"]
+            serve += ["--loop", plan.loop]
             daemon = stack.enter_context(
                 Daemon([*serve, "--backend", f"ws://127.0.0.1:{port}/v1"], command=plan.daemon)
             )
@@ -140,6 +148,7 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
                 [PY, "-m", "npcd.bench.bare", "--backend", backend],
                 stdout=subprocess.PIPE,
                 text=True,
+                env=_rig_env(plan),
             )
             started.append(bare)
             servers["bare"] = _Server("bare", bare, _wait_line(bare.stdout, r"listening (\S+)")[1])
@@ -168,6 +177,11 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
             if process.stdout is not None:
                 process.stdout.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _rig_env(plan: Plan) -> dict[str, str]:
+    """The environment of the processes of ours that carry the load (read by `run_loop`)."""
+    return {**os.environ, "NPCD_BENCH_LOOP": plan.loop}
 
 
 def _wait_quiet(limit_percent: float = 10.0, patience_s: float = 60.0) -> None:
@@ -232,6 +246,7 @@ def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=_rig_env(plan),
     )
     with _CpuSampler({**watched, "generator": generator.pid}) as sampler:
         try:
@@ -302,10 +317,15 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
             "reps": plan.reps,
             "frame_ms": plan.frame_ms,
             "personas": personas,
+            "loop": loop_name(plan.loop),
         },
         "levels": {},
         "capacity": {"probes": {}},
     }
+    progress(
+        f"event loop of npcd, the bare relay, the echo backend and the generator: "
+        f"{result['plan']['loop']}"
+    )
     with _servers(plan, personas) as servers:
         result["npcd_ready_s"] = servers["npcd"].ready_s
         paths = ["direct", "bare", "npcd"] + (["pipecat"] if "pipecat" in servers else [])

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from npcd.eventloop import LOOPS
+
 PARTS = ("relay", "voice", "startup")
 
 
@@ -43,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frame-ms", type=int, default=20, help="relay: audio per message each way (default 20)"
     )
     parser.add_argument("--no-pipecat", action="store_true", help="relay: skip the Pipecat peer")
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="relay: event loop of npcd and the benchmark's own processes (default auto)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -67,6 +75,7 @@ def _relay(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         pipecat=not args.no_pipecat,
         frame_ms=args.frame_ms,
         quiet_s=0.0 if quick else relay.Plan.quiet_s,
+        loop=args.loop,
     )
     lines: list[str] = []
 

@@ -262,12 +262,13 @@ async def serve_forever(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     _LOGGER.info(
-        "npcd %s listening on %s: %d characters (%s), backend %s",
+        "npcd %s listening on %s: %d characters (%s), backend %s, %s loop",
         __version__,
         running.address,
         len(catalog.personas),
         _some(list(catalog.personas)),
         settings.backend,
+        type(loop).__module__.partition(".")[0],  # "uvloop" or "asyncio"
     )
     try:
         waiter = asyncio.create_task(wait_for_npcs(running))

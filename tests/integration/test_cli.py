@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 
 from npcd.v1 import npcd_pb2 as pb
 from npcd.v1 import npcd_pb2_grpc as pb_grpc
@@ -72,8 +73,8 @@ def test_schema_command_prints_the_published_schema() -> None:
 
 
 @asynccontextmanager
-async def daemon(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Start `npcd serve`, wait for its listening line, yield (process, target)."""
+async def daemon(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+    """Start `npcd serve`, wait for its listening line, yield (process, target, that line)."""
     process = await asyncio.create_subprocess_exec(
         *NPCD,
         "serve",
@@ -90,7 +91,7 @@ async def daemon(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, 
                 assert line, "npcd exited before listening"
                 found = re.search(r"npcd \S+ listening on (\S+): ", line)
                 if found:
-                    yield process, found.group(1).removeprefix("unix://")
+                    yield process, found.group(1).removeprefix("unix://"), line
                     return
     finally:
         if process.returncode is None:
@@ -98,8 +99,10 @@ async def daemon(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, 
             await process.wait()
 
 
-async def test_serve_answers_and_stops_cleanly_on_sigterm() -> None:
-    async with daemon("--listen", "127.0.0.1:0") as (process, target):
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])  # asyncio: as on Windows, without uvloop
+async def test_serve_answers_and_stops_cleanly_on_sigterm(loop: str) -> None:
+    async with daemon("--listen", "127.0.0.1:0", "--loop", loop) as (process, target, line):
+        assert line.rstrip().endswith("uvloop loop" if loop == "auto" else "asyncio loop")
         async with grpc.aio.insecure_channel(target) as channel:
             reply = await pb_grpc.NpcServiceStub(channel).ListCharacters(pb.ListCharactersRequest())
         assert len(reply.characters) == 4
@@ -114,7 +117,7 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm() -> None:
 
 async def test_serve_on_a_unix_socket_and_sigint(tmp_path: Path) -> None:
     sock = Path("/tmp") / f"npcd-cli-{tmp_path.name[-12:]}.sock"
-    async with daemon("--listen", f"unix://{sock}") as (process, target):
+    async with daemon("--listen", f"unix://{sock}") as (process, target, _):
         assert target == str(sock)
         async with grpc.aio.insecure_channel(f"unix:{target}") as channel:
             reply = await pb_grpc.NpcServiceStub(channel).GetCharacter(
