@@ -9,10 +9,12 @@ the real service, then turns each ``input_audio_buffer.append`` straight into a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from npcd import audio
 from npcd.bench import run_loop
@@ -52,6 +54,11 @@ def _response_end(n: int) -> str:
 async def _session(ws: ServerConnection) -> None:
     """One response per run of appends: a relay's ``response.cancel`` (its client left) ends
     it, and the next append starts a new one, as a new conversation would."""
+    with contextlib.suppress(ConnectionClosed):  # a client leaving mid-echo is the normal end
+        await _echo(ws)
+
+
+async def _echo(ws: ServerConnection) -> None:
     await ws.send(_CREATED)
     responses = 0
     head = b""
