@@ -17,7 +17,6 @@ from npcd import __version__, eventloop
 from npcd.bench.suite import add_arguments as add_bench_arguments
 from npcd.config import DEFAULT_LISTEN, Settings, env_default, parse_listen
 from npcd.errors import StartupError
-from npcd.eventloop import LOOPS
 from npcd.log import setup_logging
 from npcd.personas import PersonaIssue, load_directory, load_files
 from npcd.personas.loader import PERSONA_SUFFIXES
@@ -92,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--loop",
         default=env_default("LOOP", "auto"),
-        choices=LOOPS,
+        choices=eventloop.LOOPS,
         help="event loop: uvloop (less CPU per message; not on Windows) or asyncio "
         "(env NPCD_LOOP; default auto = uvloop where installed)",
     )
@@ -129,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backend.add_argument("--log-level", default="INFO", type=str.upper)
     backend.add_argument(
-        "--loop", default=env_default("LOOP", "auto"), choices=LOOPS, help="as for serve"
+        "--loop", default=env_default("LOOP", "auto"), choices=eventloop.LOOPS, help="as for serve"
     )
 
     validate = commands.add_parser("validate", help="check persona files; exit 1 on problems")

@@ -184,7 +184,7 @@ def _rig_env(plan: Plan) -> dict[str, str]:
     return {**os.environ, "NPCD_BENCH_LOOP": plan.loop}
 
 
-def _wait_quiet(limit_percent: float = 10.0, patience_s: float = 60.0) -> None:
+def _wait_quiet(patience_s: float, limit_percent: float = 10.0) -> None:
     """Wait (a while) for the machine to be idle before a measurement starts."""
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
@@ -239,7 +239,7 @@ def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan
     watched = {"echo": echo.process.pid}
     if path != "direct":
         watched["relay"] = server.process.pid
-    _wait_quiet(patience_s=plan.quiet_s)
+    _wait_quiet(plan.quiet_s)
     generator = subprocess.Popen(
         [PY, "-m", "npcd.bench.load", mode, server.target, str(streams), str(plan.seconds)]
         + [str(plan.frame_ms)],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -16,7 +18,7 @@ from npcd.realtime import events as ev
 from npcd.realtime.endpoints import Backend, Provider
 from npcd.slot import NpcSlot, SlotListener, SlotOptions
 from tests.conftest import SAMPLES
-from tests.fakes.realtime_peer import RealtimePeer
+from tests.fakes.realtime_peer import Handler, RealtimePeer
 
 RESET_S = 0.4
 
@@ -28,6 +30,21 @@ class Events(SlotListener):
     def on_event(self, event: ev.ServerEvent) -> None:
         if isinstance(event, ev.RateLimitsUpdated):
             self.rate_limits.set()
+
+
+@contextlib.asynccontextmanager
+async def blacksmith_slot(handler: Handler) -> AsyncIterator[tuple[NpcSlot, Events]]:
+    """The blacksmith's slot, started against a peer running ``handler``; closed after."""
+    persona = load_directory(SAMPLES).personas["blacksmith"]
+    async with RealtimePeer(handler) as peer:
+        backend = Backend(Provider.COMPATIBLE, peer.base_url, api_key=Secret("sk-test-0123456789"))
+        slot = NpcSlot(persona, SlotOptions(backend))
+        listener = slot.listener = Events()
+        slot.start()
+        try:
+            yield slot, listener
+        finally:
+            await slot.close()
 
 
 async def test_response_waits_for_the_rate_limit_reset() -> None:
@@ -52,23 +69,15 @@ async def test_response_waits_for_the_rate_limit_reset() -> None:
                 created_at.append(time.monotonic())
                 got_create.set()
 
-    persona = load_directory(SAMPLES).personas["blacksmith"]
-    async with RealtimePeer(handler) as peer:
-        backend = Backend(Provider.COMPATIBLE, peer.base_url, api_key=Secret("sk-test-0123456789"))
-        slot = NpcSlot(persona, SlotOptions(backend))
-        listener = slot.listener = Events()
-        slot.start()
-        try:
-            async with asyncio.timeout(10):
-                await slot.wait_ready()
-                await listener.rate_limits.wait()
-            asked = time.monotonic()
-            assert slot.session.request_response(now=asked) is False
-            slot.schedule_release()
-            async with asyncio.timeout(10):
-                await got_create.wait()
-        finally:
-            await slot.close()
+    async with blacksmith_slot(handler) as (slot, listener):
+        async with asyncio.timeout(10):
+            await slot.wait_ready()
+            await listener.rate_limits.wait()
+        asked = time.monotonic()
+        assert slot.session.request_response(now=asked) is False
+        slot.schedule_release()
+        async with asyncio.timeout(10):
+            await got_create.wait()
     assert created_at[0] - asked >= RESET_S - 0.1, "not sent before the limits reset"
 
 
@@ -106,17 +115,9 @@ async def test_a_malformed_backend_frame_is_skipped_and_the_session_goes_on(
         )
         await ws.wait_closed()
 
-    persona = load_directory(SAMPLES).personas["blacksmith"]
     with caplog.at_level(logging.WARNING, logger="npcd.slot"):
-        async with RealtimePeer(handler) as peer:
-            backend = Backend(Provider.COMPATIBLE, peer.base_url, api_key=Secret("sk-test-01"))
-            slot = NpcSlot(persona, SlotOptions(backend))
-            listener = slot.listener = Events()
-            slot.start()
-            try:
-                async with asyncio.timeout(10):
-                    await listener.rate_limits.wait()
-                assert slot.ready and slot.connects == 1, "the same session, not a reconnect"
-            finally:
-                await slot.close()
+        async with blacksmith_slot(handler) as (slot, listener):
+            async with asyncio.timeout(10):
+                await listener.rate_limits.wait()
+            assert slot.ready and slot.connects == 1, "the same session, not a reconnect"
     assert any("malformed backend event" in r.getMessage() for r in caplog.records)
