@@ -56,9 +56,10 @@ fmt: all
 	$(BIN)/ruff check --fix .
 
 # Benchmarks (about 20 minutes, not part of `make test`): per-frame codec costs, event
-# encode/decode, the speech engines, then `npcd bench`: npcd's added latency per frame against a
-# direct WebSocket, the bare relay and Pipecat (its own venv, .venv-pipecat/, set up here; the
-# relay table goes on without it if that install fails), capacity, voice to voice, start-up.
+# encode/decode, the speech engines, fault detection and recovery times, then `npcd bench`:
+# npcd's added latency per frame against a direct WebSocket, the bare relay and Pipecat (its
+# own venv, .venv-pipecat/, set up here; the relay table goes on without it if that install
+# fails), capacity, voice to voice, start-up.
 # Results: bench/results/*.json and summary.txt. Run it on an otherwise idle machine.
 bench: all
 	-bash bench/pipecat/setup.sh
@@ -67,6 +68,7 @@ bench: all
 	$(BIN)/python -m tests.unit.test_events
 	$(BIN)/python bench/speech_engines.py
 	$(BIN)/python bench/backend_latency.py
+	$(BIN)/python bench/fault_recovery.py
 	$(BIN)/npcd bench --out bench/results
 
 clean:

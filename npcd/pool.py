@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from npcd.errors import NpcBusy, Overloaded, UnknownCharacter
 from npcd.personas import Catalog, LoadedPersona
+from npcd.reachability import Reachability
 from npcd.slot import NpcSlot, SlotListener, SlotOptions, SlotState
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,11 +48,17 @@ class SessionPool:
         self._waiting = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._connects = asyncio.Semaphore(options.connect_concurrency)
+        self.reachability = Reachability()
         for persona_id, loaded in catalog.personas.items():
             self._add(persona_id, loaded)
 
     def _add(self, persona_id: str, loaded: LoadedPersona) -> NpcSlot:
-        slot = NpcSlot(loaded, self.options.slot, connect_gate=self._connects)
+        slot = NpcSlot(
+            loaded,
+            self.options.slot,
+            connect_gate=self._connects,
+            reachability=self.reachability,
+        )
         self.slots[persona_id] = slot
         self._locks[persona_id] = asyncio.Lock()
         return slot

@@ -1,11 +1,17 @@
 """One NPC's Realtime session, kept alive: connect, configure, pump, reconnect, rotate.
 
 A slot owns one `RealtimeLink` and the `RealtimeSession` state of its current connection. It
-survives the backend's habits: sessions end at a maximum duration, and connections drop. After a
-drop it reconnects with backoff; before the duration limit it rotates to a fresh session between
-turns. Either way it replays the conversation so far (as text: audio cannot be replayed) into
-the new session, so the NPC does not forget what was said a minute ago, and it tells its
-listener (the conversation relay) what happened with a `SlotStatus`.
+survives the backend's habits: sessions end at a maximum duration, connections drop, and
+backends stop answering without closing anything. After a drop it reconnects, forever, with a
+short capped backoff paced for the whole pool by `Reachability`; before the duration limit it
+rotates to a fresh session between turns. Either way it gives the new session the conversation
+so far (as text: audio cannot be replayed), including player input the old one never
+acknowledged and responses it never started, so the NPC neither forgets nor ignores what was
+said, and it tells its listener (the conversation relay) what happened with a `SlotStatus`.
+
+Every step has a deadline: the WebSocket handshake, then ``session.created``; and while a
+conversation uses the slot, a backend silent for `SlotOptions.quiet_s` is pinged and cut off if
+the ping goes unanswered for `SlotOptions.pong_timeout_s`.
 
 Events from the backend go to exactly one listener at a time, the conversation that leased the
 slot; with no listener they only update the state.
@@ -19,16 +25,23 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from npcd.personas import LoadedPersona
+from npcd.reachability import Reachability
 from npcd.realtime import events as ev
 from npcd.realtime.configure import session_config
 from npcd.realtime.endpoints import Backend
-from npcd.realtime.policy import Backoff, CloseClass, QuickFailureTracker
+from npcd.realtime.policy import (
+    NO_SESSION_STARTED,
+    Backoff,
+    CloseClass,
+    classify_closed_before_session,
+)
 from npcd.realtime.protocol import RealtimeSession, ResponsePhase
-from npcd.realtime.values import EventError, InputText, Item, SessionConfig, SystemMessage
+from npcd.realtime.values import EventError, InputText, SessionConfig, SystemMessage
 from npcd.transport.ws import ConnectFailed, LinkClosed, RealtimeLink
 
 _LOGGER = logging.getLogger(__name__)
@@ -89,6 +102,10 @@ class SlotListener:
     def on_event(self, event: ev.ServerEvent) -> None:
         """A server event, after the slot's protocol state has taken it in."""
 
+    def on_link_lost(self, reason: str, *, planned: bool) -> None:
+        """The backend session ended, ``planned`` (its time limit) or not; a response in
+        progress was cut and will not continue. A `SlotStatus` follows."""
+
     def on_status(self, status: SlotStatus) -> None:
         """The backend session changed (dropped, resumed, rotated, failed)."""
 
@@ -99,9 +116,18 @@ class SlotOptions:
     #: Rotate after this many seconds even if the server announces no `expires_at`.
     max_session_s: float = 50 * 60
     rotate_margin_s: float = ROTATE_MARGIN_S
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 15.0
-    open_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.25
+    #: Longest wait between two connect attempts (of the pool's prober): how long a player
+    #: waits at most, once the backend is back, for the NPC to be ready again.
+    backoff_max_s: float = 2.0
+    #: How often a slot waiting for the pool's prober checks that one is still probing.
+    patience_s: float = 10.0
+    #: The WebSocket handshake, and then ``session.created``, must each come within this.
+    open_timeout_s: float = 5.0
+    #: With a conversation on the slot, a backend silent this long is pinged...
+    quiet_s: float = 2.5
+    #: ...and one that does not answer the ping within this is taken for dead and replaced.
+    pong_timeout_s: float = 2.0
     #: How many text items of history a new session is given.
     replay_items: int = 40
     #: Ask for model ``npcd-local:<persona id>``: how the local backend knows who speaks.
@@ -118,22 +144,30 @@ class NpcSlot:
         *,
         clock: Callable[[], float] = time.monotonic,
         connect_gate: asyncio.Semaphore | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self.persona = persona
         self.options = options
         self.state = SlotState.CONNECTING
+        #: The session state: the live one, or while reconnecting the last one, which keeps
+        #: taking the conversation's input until its successor is given everything it holds.
         self.session = RealtimeSession(options.backend.dialect)
-        self.listener: SlotListener = SlotListener()
+        self._listener = SlotListener()
         self.context: dict[str, str] = {}
         self.push_to_talk = persona.persona.turn_detection.type == "none"
         self.actions_enabled = True
         self.connects = 0
         self.last_error = ""
+        #: The latest connect attempt failed (reset by the next success): a conversation can
+        #: be refused at once instead of waiting for a backend that is known to be down.
+        self.unreachable = False
         self._clock = clock
         self._gate = connect_gate or asyncio.Semaphore(1)
+        self._reach = reachability or Reachability()
         self._link: RealtimeLink | None = None
         self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._attended = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._rotate_at = float("inf")
         self._release_timer: asyncio.TimerHandle | None = None
@@ -141,8 +175,8 @@ class NpcSlot:
         self._pending_status: StatusKind | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        #: Conversation carried across a suspension (replayed when the slot resumes).
-        self._history: list[Item] = []
+        self._last_rx = clock()
+        self._stall_reason: str | None = None
         #: Set while the slot holds no backend session (tests and the pool wait on it).
         self.suspended = asyncio.Event()
         #: Monotonic time of the last conversation's end (the pool suspends the idlest first).
@@ -152,7 +186,6 @@ class NpcSlot:
             backend = dataclasses.replace(backend, model=f"npcd-local:{persona.persona.id}")
         self.backend = backend
         self._backoff = Backoff(initial_s=options.backoff_initial_s, max_s=options.backoff_max_s)
-        self._quick = QuickFailureTracker()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -169,24 +202,37 @@ class NpcSlot:
         """Whether the slot holds (or is getting) a backend session."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def listener(self) -> SlotListener:
+        return self._listener
+
+    @listener.setter
+    def listener(self, listener: SlotListener) -> None:
+        """Attach the conversation using the slot; while one is, the backend is watched."""
+        self._listener = listener
+        if type(listener) is SlotListener:
+            self._attended.clear()
+        else:
+            self._last_rx = self._clock()
+            self._attended.set()
+
     def start(self) -> None:
         """Connect in the background (again, after `suspend`); `wait_ready` to know when."""
         if not self.open and not self._closing:
-            self.state = SlotState.CONNECTING
+            self._set_state(SlotState.CONNECTING)
             self.suspended.clear()
-            history, self._history = self._history, []
-            self._task = asyncio.create_task(self._run(history), name=f"npcd-slot-{self.id}")
+            self._task = asyncio.create_task(self._run(), name=f"npcd-slot-{self.id}")
 
     async def suspend(self) -> None:
         """Close the backend session while nobody talks to the NPC, keeping what was said.
 
         `start` reconnects and replays the conversation, so the NPC still remembers it.
         """
+        self._reach.leave(self)
         if not self.open:
-            self.state = SlotState.SUSPENDED
+            self._set_state(SlotState.SUSPENDED)
             self.suspended.set()
             return
-        self._history = self.session.history(self.options.replay_items)
         task, self._task = self._task, None
         link, self._link = self._link, None
         if link is not None:
@@ -196,18 +242,33 @@ class NpcSlot:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.state = SlotState.SUSPENDED
-        self._ready.clear()
+        self._set_state(SlotState.SUSPENDED)
         self.suspended.set()
 
     async def wait_ready(self) -> bool:
-        """Wait until connected or failed (callers bound it with `asyncio.timeout`)."""
-        await self._ready.wait()
+        """Wait until connected, failed, or a connect attempt has failed; True if connected.
+        Callers bound it with `asyncio.timeout`."""
+        while not (
+            self.ready
+            or self.unreachable
+            or self.state in (SlotState.FAILED, SlotState.CLOSED, SlotState.SUSPENDED)
+        ):
+            await self._changed.wait()
+        return self.ready
+
+    async def wait_connected(self) -> bool:
+        """Wait until connected (through failed attempts) or failed for good; True if
+        connected. Callers bound it with `asyncio.timeout`."""
+        while not (
+            self.ready or self.state in (SlotState.FAILED, SlotState.CLOSED, SlotState.SUSPENDED)
+        ):
+            await self._changed.wait()
         return self.ready
 
     async def close(self) -> None:
         self._closing = True
-        self.state = SlotState.CLOSED
+        self._reach.leave(self)
+        self._set_state(SlotState.CLOSED)
         if self._link is not None:
             with contextlib.suppress(Exception):
                 await self._link.close(1000, "npcd shutting down")
@@ -216,6 +277,15 @@ class NpcSlot:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    def _set_state(self, state: SlotState) -> None:
+        self.state = state
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake everyone waiting in `wait_ready` / `wait_connected` to look again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     # -- used by the conversation ---------------------------------------------------------------
 
@@ -242,7 +312,7 @@ class NpcSlot:
             return
         link = self._link
         if link is None:
-            return  # not connected: the state is rebuilt from history on reconnect
+            return  # not connected: the next session is built from the state, not the frames
         async with self._send_lock:
             for frame in frames:
                 try:
@@ -266,9 +336,7 @@ class NpcSlot:
     def _release(self) -> None:
         self._release_timer = None
         if self.session.release_queued(self._clock()):
-            task = asyncio.get_running_loop().create_task(self.flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self.flush(), f"npcd-release-{self.id}")
         else:
             self.schedule_release()
 
@@ -282,86 +350,158 @@ class NpcSlot:
         ):
             return False
         self._rotating = True
-        task = asyncio.get_running_loop().create_task(self._rotate(), name=f"npcd-rotate-{self.id}")
+        self._spawn(self._rotate(), f"npcd-rotate-{self.id}")
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return True
 
     # -- the reader task ------------------------------------------------------------------------
 
-    async def _run(self, history: list[Item]) -> None:
+    async def _run(self) -> None:
         status: StatusKind | None = None
+        link: RealtimeLink | None = None
+        opened = self._clock()
         while not self._closing:
-            link = self._link
             if link is None:
                 try:
-                    link = await self._open(history)
+                    link = await self._open(status)
                 except ConnectFailed as exc:
                     self.last_error = str(exc)
-                    if not exc.verdict.retryable or self._quick.should_give_up:
+                    if not exc.verdict.retryable:
+                        self._reach.leave(self)
                         self._fail(str(exc))
                         return
-                    delay = self._backoff.next_delay()
+                    self.unreachable = True
+                    self._notify()
+                    self._reach.failed(self, str(exc))
                     _warn_unreachable(str(exc), self._clock())
-                    await asyncio.sleep(delay)
+                    await self._reach.wait_turn(
+                        self, self._backoff.next_delay(), self.options.patience_s
+                    )
                     continue
-                self._pending_status = status
+                self._reach.succeeded(self)
+                opened = self._clock()
+            watchdog = asyncio.create_task(self._watch(link), name=f"npcd-watch-{self.id}")
             try:
                 await self._pump(link)
             except LinkClosed as closed:
                 if self._link is not link and self._link is not None:
-                    continue  # rotated: the old link was closed on purpose, pump the new one
-                lived = self._quick.closed(self._clock()) or 0.0
-                self._backoff.reset_if_stable(lived)
-                history = self.session.history(self.options.replay_items)
-                self._link = None
+                    link = self._link  # rotated: the old link was closed on purpose
+                    continue
+                link = self._link = None
                 if self._closing:
                     return
-                if closed.verdict.kind is CloseClass.FATAL:
-                    self._fail(closed.verdict.reason)
+                self._backoff.reset_if_stable(self._clock() - opened)
+                stalled, self._stall_reason = self._stall_reason, None
+                reason = stalled or closed.verdict.reason
+                if closed.verdict.kind is CloseClass.FATAL and stalled is None:
+                    self.listener.on_link_lost(reason, planned=False)
+                    self._fail(reason)
                     return
-                planned = closed.verdict.kind in (CloseClass.EXPIRED, CloseClass.NORMAL)
-                status = StatusKind.ROTATED if planned else StatusKind.RESUMED
-                self.state = SlotState.RECONNECTING
-                self._ready.clear()
-                if not planned:
-                    self.listener.on_status(
-                        SlotStatus(StatusKind.RECONNECTING, closed.verdict.reason)
-                    )
+                planned = stalled is None and closed.verdict.kind in (
+                    CloseClass.EXPIRED,
+                    CloseClass.NORMAL,
+                )
+                self._set_state(SlotState.RECONNECTING)
+                if planned:
+                    status = StatusKind.ROTATED
+                    self.listener.on_link_lost(reason, planned=True)
+                else:
+                    status = StatusKind.RESUMED
+                    self.listener.on_status(SlotStatus(StatusKind.RECONNECTING, reason))
+                    self.listener.on_link_lost(reason, planned=False)
                     await asyncio.sleep(self._backoff.next_delay())
+            finally:
+                watchdog.cancel()
 
-    async def _open(self, history: list[Item]) -> RealtimeLink:
-        """Connect a fresh session, configure it and give it the conversation so far."""
-        async with self._gate:  # the pool bounds how many slots connect at once
-            link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
-        self._quick.opened(self._clock())
+    async def _open(self, status: StatusKind | None) -> RealtimeLink:
+        """Connect a fresh session, give it everything the last one held, and wait (with a
+        deadline) for the server to start it. Every failure is a `ConnectFailed`."""
+        timeout = self.options.open_timeout_s
+        if self._reach.probing(self):  # one probe of a down backend never queues behind others
+            link = await RealtimeLink.open(self.backend, open_timeout=timeout)
+        else:
+            async with self._gate:  # the pool bounds how many slots connect at once
+                link = await RealtimeLink.open(self.backend, open_timeout=timeout)
         session = RealtimeSession(self.options.backend.dialect)
         session.configure(self.config())
-        for item in history:
-            session.add_item(item)
-        if history:
-            session.add_item(SystemMessage(content=(InputText(text=CONTINUE_NOTE),)))
+        self._carry(self.session, session, note=True)
         self._link, self.session = link, session
-        self.connects += 1
+        self._pending_status = status
         await self.flush()
+        try:
+            async with asyncio.timeout(timeout):
+                while not session.ready:
+                    frame = await link.recv()
+                    try:
+                        event = session.receive(frame, self._clock())
+                    except EventError:
+                        continue
+                    self.listener.on_event(event)
+        except TimeoutError:
+            link.abort()
+            self._link = None
+            raise ConnectFailed(NO_SESSION_STARTED) from None
+        except LinkClosed as closed:
+            self._link = None
+            raise ConnectFailed(classify_closed_before_session(closed.verdict)) from None
+        self.connects += 1
+        self._on_connected(session)
+        await self.flush()  # what the listener gave the new session (held audio, a commit)
         return link
+
+    def _carry(self, old: RealtimeSession, new: RealtimeSession, *, note: bool) -> None:
+        """Give ``new`` what ``old`` held: the conversation (with input never acknowledged),
+        calls the game has yet to answer, and responses asked for that never started."""
+        history = old.history(self.options.replay_items)
+        for item in history:
+            new.add_item(item)
+        if history and note:
+            new.add_item(SystemMessage(content=(InputText(text=CONTINUE_NOTE),)), track=False)
+        new.pending_calls.update(old.pending_calls)
+        for overrides, tag in old.unstarted_responses():
+            new.request_response(overrides, tag, now=self._clock())
 
     async def _pump(self, link: RealtimeLink) -> None:
         while True:
             frame = await link.recv()
+            self._last_rx = self._clock()
             session = self.session
             try:
-                event = session.receive(frame, self._clock())
+                event = session.receive(frame, self._last_rx)
             except EventError as exc:
                 _LOGGER.warning("npc %s: ignored a malformed backend event (%s)", self.id, exc.code)
                 continue
-            if isinstance(event, ev.SessionCreated) and session.session_resets == 0:
-                self._on_connected(session)
             if session.queued_responses:
                 self.schedule_release()
             if session.has_outgoing:
                 await self.flush()
             self.listener.on_event(event)
+
+    async def _watch(self, link: RealtimeLink) -> None:
+        """While a conversation uses the slot, ping a backend that has gone quiet; cut off one
+        that does not answer, so the reader reconnects within seconds instead of waiting for
+        TCP or the library's keepalive to notice."""
+        quiet_s = self.options.quiet_s
+        while True:
+            await self._attended.wait()
+            quiet = self._clock() - self._last_rx
+            if quiet < quiet_s:
+                await asyncio.sleep(quiet_s - quiet)
+                continue
+            if await link.responsive(self.options.pong_timeout_s):
+                self._last_rx = self._clock()  # alive, only quiet (the player is silent)
+                continue
+            self._stall_reason = (
+                f"the backend stopped answering (silent for {quiet_s:g} s, no reply to a ping "
+                f"within {self.options.pong_timeout_s:g} s)"
+            )
+            _LOGGER.warning("npc %s: %s; reconnecting", self.id, self._stall_reason)
+            link.abort()
+            return
 
     async def _rotate(self) -> None:
         old_link, old_session = self._link, self.session
@@ -370,18 +510,22 @@ class NpcSlot:
             link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
             session = RealtimeSession(self.options.backend.dialect)
             session.configure(self.config())
-            for item in history:
-                session.add_item(item)
+            self._carry(old_session, session, note=False)
             async with asyncio.timeout(self.options.open_timeout_s):
                 while not session.ready:
                     session.receive(await link.recv(), self._clock())
             async with self._send_lock:
                 for frame in session.data_to_send():
                     await link.send(frame)
-            if self.session is not old_session or old_session.response_phase is not (
-                ResponsePhase.IDLE
+            if (
+                self.session is not old_session
+                or old_session.response_phase is not ResponsePhase.IDLE
+                or old_session.unstarted_responses()
+                or old_session.history(self.options.replay_items) != history
             ):
+                # The conversation moved on meanwhile; try again at the next pause.
                 await link.close(1000, "npcd: rotation no longer needed")
+                self._rotate_at = self._clock()
                 return
             self._link, self.session = link, session
             self.connects += 1
@@ -397,20 +541,21 @@ class NpcSlot:
 
     def _on_connected(self, session: RealtimeSession) -> None:
         now = self._clock()
+        self._last_rx = now
         deadline = now + self.options.max_session_s
         if session.expires_at:
             left = session.expires_at - time.time()
             deadline = min(deadline, now + max(0.0, left - self.options.rotate_margin_s))
         self._rotate_at = deadline
-        self.state = SlotState.READY
-        self._ready.set()
+        self.unreachable = False
+        self.last_error = ""
+        self._set_state(SlotState.READY)
         status, self._pending_status = self._pending_status, None
         if status is not None:
             self.listener.on_status(SlotStatus(status, f"session {status.value}"))
 
     def _fail(self, reason: str) -> None:
-        self.state = SlotState.FAILED
         self.last_error = reason
-        self._ready.set()
+        self._set_state(SlotState.FAILED)
         _LOGGER.error("npc %s: backend unavailable: %s", self.id, reason)
         self.listener.on_status(SlotStatus(StatusKind.FAILED, reason, context_kept=False))

@@ -571,8 +571,23 @@ def classify_connect_error(exc: BaseException) -> ConnectVerdict:
     return ConnectVerdict(False, _UNEXPECTED_CONNECT, "exc:unexpected")
 
 
+NO_SESSION_STARTED = ConnectVerdict(
+    True,
+    "The backend accepted the connection but did not start a session (no session.created) in"
+    " time." + _RETRY,
+    "session:timeout",
+)
+
+
+def classify_closed_before_session(verdict: CloseVerdict) -> ConnectVerdict:
+    """A link that closed before ``session.created``: a failed connect, retried unless the close
+    itself says stop (a fatal close code such as 4000 for a refused dialect)."""
+    retryable = verdict.kind is not CloseClass.FATAL
+    return ConnectVerdict(retryable, verdict.reason, f"session:{verdict.rule}")
+
+
 # --------------------------------------------------------------------------------------------------
-# Pacing: backoff, quick failures, rate limits
+# Pacing: backoff, rate limits
 # --------------------------------------------------------------------------------------------------
 
 
@@ -657,60 +672,6 @@ class Backoff(Iterator[float]):
             self.reset()
             return True
         return False
-
-
-class QuickFailureTracker:
-    """Gives up when the backend keeps accepting connections and closing them at once.
-
-    Backoff alone never ends that loop: each handshake succeeds, so nothing looks fatal, yet the
-    server (typically refusing the credentials after the upgrade) closes within a moment. After
-    ``max_quick`` consecutive connections that each lived less than ``quick_s`` seconds,
-    :attr:`should_give_up` turns true. A connection that lives longer clears the count.
-    """
-
-    def __init__(self, *, max_quick: int = 3, quick_s: float = 2.0) -> None:
-        """Raises ValueError unless ``max_quick >= 1`` and ``quick_s`` is finite and >= 0."""
-        if max_quick < 1 or not math.isfinite(quick_s) or quick_s < 0:
-            raise ValueError("need max_quick >= 1 and a finite quick_s >= 0")
-        self._max_quick = max_quick
-        self._quick_s = quick_s
-        self._opened_at: float | None = None
-        self._consecutive = 0
-
-    @property
-    def consecutive(self) -> int:
-        """Quick failures in a row so far."""
-        return self._consecutive
-
-    @property
-    def should_give_up(self) -> bool:
-        """True once ``max_quick`` quick failures happened in a row."""
-        return self._consecutive >= self._max_quick
-
-    def opened(self, now: float) -> None:
-        """Record a completed handshake; calling again before :meth:`closed` restarts the clock."""
-        self._opened_at = now
-
-    def closed(self, now: float) -> float | None:
-        """Record the close of the open connection and return how long it lived, in seconds.
-
-        Returns None, and counts nothing, when no connection was open (a failed handshake, or a
-        repeated call): idempotent per connection.
-        """
-        if self._opened_at is None:
-            return None
-        lived = max(0.0, now - self._opened_at)
-        self._opened_at = None
-        if lived < self._quick_s:
-            self._consecutive += 1
-        else:
-            self._consecutive = 0
-        return lived
-
-    def reset(self) -> None:
-        """Forget all history, e.g. after the operator fixed the configuration."""
-        self._opened_at = None
-        self._consecutive = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,10 @@ What it guards against, each a failure seen in the wild (realtime-protocol.md §
   Y ms"): the cut is ``min(played, received)``; nothing heard deletes the item instead, so the
   model never believes it said what nobody heard.
 - A second ``session.created`` means a fresh, empty session: `session_resets` counts it.
+- A connection that dies (or goes silent) loses whatever was in flight. Items npcd creates get
+  a client id and stay *unconfirmed* until the server echoes them, and a response asked for
+  stays *unstarted* until ``response.created``: `history` and `unstarted_responses` hand both
+  to the next session, so a player's line sent into a dying link is not lost.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -101,6 +106,7 @@ class TrackedResponse:
     #: Whatever the caller passed to `request_response` (e.g. what caused it); None if the
     #: server started it itself (server VAD).
     tag: object = None
+    overrides: ResponseOverrides | None = None
     id: str | None = None
     item_ids: list[str] = field(default_factory=list)
     cancel_requested: bool = False
@@ -167,6 +173,10 @@ class RealtimeSession:
         #: JSON text frames; bytes (UTF-8) for audio appends, str for the rest.
         self._outgoing: list[str | bytes] = []
         self._sent_kinds: dict[str, str] = {}
+        #: Items npcd created that the server has not echoed yet, by their (client) id.
+        self._unconfirmed: dict[str, Item] = {}
+        #: event_id of each ``conversation.item.create`` -> the item id it carries.
+        self._sent_items: dict[str, str] = {}
         self._ids: Callable[[], int] = itertools.count(1).__next__
         self._now = 0.0
 
@@ -216,11 +226,29 @@ class RealtimeSession:
     def clear_audio(self) -> None:
         self._send(ev.InputAudioBufferClear(), "input_audio_buffer.clear")
 
-    def add_item(self, item: Item, previous_item_id: str | None = None) -> None:
-        self._send(
+    def add_item(
+        self, item: Item, previous_item_id: str | None = None, *, track: bool = True
+    ) -> None:
+        """Create ``item``. It gets a client id and, with ``track``, is kept until the server
+        echoes it, so that `history` can give it to the next session if this one dies first."""
+        if getattr(item, "id", "") is None:
+            item = dataclasses.replace(item, id=f"npcd_{uuid.uuid4().hex[:24]}")  # type: ignore[arg-type]
+        event_id = self._send(
             ev.ConversationItemCreate(item=item, previous_item_id=previous_item_id),
             "conversation.item.create",
         )
+        item_id = getattr(item, "id", None)
+        if track and item_id:
+            self._unconfirmed[item_id] = item
+            self._sent_items[event_id] = item_id
+            if len(self._sent_items) > 256:
+                for old in list(self._sent_items)[:128]:
+                    del self._sent_items[old]
+
+    @property
+    def unconfirmed_items(self) -> int:
+        """Items sent (or queued) that the server has not acknowledged yet."""
+        return len(self._unconfirmed)
 
     def add_user_text(self, text: str) -> None:
         self.add_item(UserMessage(content=(InputText(text=text),)))
@@ -255,6 +283,20 @@ class RealtimeSession:
             return False
         self._start_response(overrides, tag)
         return True
+
+    def unstarted_responses(self) -> list[tuple[ResponseOverrides | None, object]]:
+        """Responses asked for that never started (the one being created, then those queued),
+        as ``(overrides, tag)``: what a replacement session must ask for again."""
+        out: list[tuple[ResponseOverrides | None, object]] = []
+        response = self.response
+        if (
+            self._phase is ResponsePhase.CREATING
+            and response is not None
+            and not response.cancel_requested
+        ):
+            out.append((response.overrides, response.tag))
+        out.extend(self._queued)
+        return out
 
     def hold_until(self, now: float) -> float | None:
         """When the server's rate limits allow the next response; None if they allow it now."""
@@ -323,6 +365,7 @@ class RealtimeSession:
 
         Assistant audio cannot be replayed, so assistant turns become text, cut to what the
         player heard; function calls and their outputs are kept so the model knows what it did.
+        Items sent but never acknowledged come last, as they were sent.
         """
         out: list[Item] = []
         for item in self.items_in_order():
@@ -338,6 +381,7 @@ class RealtimeSession:
                 )
             elif item.role is Role.FUNCTION_OUTPUT and item.call_id:
                 out.append(FunctionCallOutput(call_id=item.call_id, output=item.text))
+        out.extend(self._unconfirmed.values())
         return out[-max_items:]
 
     # -- incoming -------------------------------------------------------------------------------
@@ -373,6 +417,8 @@ class RealtimeSession:
     def _on_item_added(self, event: ev.ConversationItemAdded | ev.ConversationItemCreated) -> None:
         item = event.item
         item_id = getattr(item, "id", None)
+        if item_id:
+            self._unconfirmed.pop(item_id, None)
         if not item_id or item_id in self.items:
             return
         self.items[item_id] = _track(item_id, item)
@@ -397,6 +443,7 @@ class RealtimeSession:
             tracked.arguments = final.arguments
 
     def _on_item_deleted(self, event: ev.ConversationItemDeleted) -> None:
+        self._unconfirmed.pop(event.item_id, None)
         self.items.pop(event.item_id, None)
         if event.item_id in self.order:
             self.order.remove(event.item_id)
@@ -507,16 +554,22 @@ class RealtimeSession:
         caused_by = self._sent_kinds.get(detail.event_id or "")
         self.errors.append(ServerError(event, verdict, caused_by))
         del self.errors[:-50]
+        if caused_by == "conversation.item.create":
+            # Refused: resending it to the next session would be refused again.
+            self._unconfirmed.pop(self._sent_items.pop(detail.event_id or "", ""), None)
         if caused_by == "response.create" and self._phase is ResponsePhase.CREATING:
             # Our create was refused. If another response is running (the server VAD's own),
             # ours waits for it; otherwise it is dropped rather than retried blindly.
-            tag = self.response.tag if self.response is not None else None
+            refused = self.response
             self._phase = ResponsePhase.IDLE
             self.response = None
             if detail.code == "conversation_already_has_active_response":
                 self._phase = ResponsePhase.ACTIVE
                 self.response = TrackedResponse()
-                self._queued.insert(0, (None, tag))
+                if refused is not None:
+                    self._queued.insert(0, (refused.overrides, refused.tag))
+                else:
+                    self._queued.insert(0, (None, None))
 
     def _on_unknown(self, event: ev.UnknownServerEvent) -> None:
         self.unknown_events[event.type] = self.unknown_events.get(event.type, 0) + 1
@@ -524,11 +577,11 @@ class RealtimeSession:
     # -- helpers --------------------------------------------------------------------------------
 
     def _start_response(self, overrides: ResponseOverrides | None, tag: object) -> None:
-        self.response = TrackedResponse(tag=tag)
+        self.response = TrackedResponse(tag=tag, overrides=overrides)
         self._phase = ResponsePhase.CREATING
         self._send(ev.ResponseCreate(response=overrides), "response.create")
 
-    def _send(self, event: ev.ClientEvent, kind: str) -> None:
+    def _send(self, event: ev.ClientEvent, kind: str) -> str:
         event_id = f"npcd_{self._ids()}"
         event = dataclasses.replace(event, event_id=event_id)
         self._sent_kinds[event_id] = kind
@@ -536,6 +589,7 @@ class RealtimeSession:
             for old in list(self._sent_kinds)[:128]:
                 del self._sent_kinds[old]
         self._outgoing.append(encode_client(event, self.dialect))
+        return event_id
 
     def _answered(self, call_id: str) -> bool:
         return any(

@@ -32,9 +32,8 @@ from npcd.personas import Catalog, load_directory
 from npcd.pool import PoolOptions, SessionPool
 from npcd.realtime.endpoints import DEFAULT_MODEL, OPENAI_BASE_URL, Backend, Provider
 from npcd.realtime.values import Dialect
-from npcd.server.service import SERVICE_NAME, NpcService
+from npcd.server.service import SERVICE_NAME, NpcService, add_to_server
 from npcd.slot import SlotOptions
-from npcd.v1 import npcd_pb2_grpc as pb_grpc
 
 _LOGGER = logging.getLogger("npcd.server")
 
@@ -154,7 +153,7 @@ async def start_server(
     ]
     server = grpc.aio.server(options=options)
     holder: list[RunningServer] = []  # the servicer reads the catalogue a reload may replace
-    pb_grpc.add_NpcServiceServicer_to_server(
+    add_to_server(
         NpcService(lambda: holder[0].catalog.personas if holder else catalog.personas, pool),
         server,
     )

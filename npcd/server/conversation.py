@@ -46,9 +46,23 @@ _LOGGER = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 4000
 #: Audio queued for a game that is not reading, before npcd says so and stops the response.
 MAX_QUEUED_AUDIO_MS = 10_000
-#: Audio held while the backend reconnects, before it is dropped.
-MAX_HELD_AUDIO_MS = 2_000
+#: Audio held while the backend reconnects (replayed when it is back), before the oldest is
+#: dropped (and the game told so).
+MAX_HELD_AUDIO_MS = 15_000
+#: Player messages (text, triggers, commits, action results) kept while the backend
+#: reconnects; more are refused with a retryable `Error` rather than piled up.
+MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
+
+#: Game context limits (`Start.context` with `ContextUpdate`s applied, and `Trigger.params`).
+#: Context is rendered into the NPC's instructions on every change, so it must stay small.
+MAX_CONTEXT_ENTRIES = 64
+MAX_CONTEXT_KEY_CHARS = 64
+MAX_CONTEXT_VALUE_CHARS = 1024
+MAX_CONTEXT_CHARS = 8192
+MAX_TRIGGER_PARAMS = 32
+MAX_TRIGGER_CHARS = 4096
+MAX_NAME_CHARS = 64
 
 _ENCODINGS = {
     pb.AUDIO_ENCODING_UNSPECIFIED: audio.Encoding.PCM16,
@@ -67,6 +81,35 @@ _SESSION_STATES = {
     StatusKind.ROTATED: pb.SESSION_STATE_ROTATED,
 }
 _END = object()
+
+
+def check_context(
+    context: dict[str, str],
+    field_name: str,
+    *,
+    entries: int = MAX_CONTEXT_ENTRIES,
+    total: int = MAX_CONTEXT_CHARS,
+) -> None:
+    """Refuse game context over npcd's limits with `InvalidRequest` naming the limit."""
+    if len(context) > entries:
+        raise InvalidRequest(f"{field_name}: {len(context)} entries; at most {entries} allowed")
+    size = 0
+    for key, value in context.items():
+        if not key or len(key) > MAX_CONTEXT_KEY_CHARS or not key.isprintable():
+            raise InvalidRequest(
+                f"{field_name}: key {key[:MAX_CONTEXT_KEY_CHARS]!r} must be 1 to "
+                f"{MAX_CONTEXT_KEY_CHARS} printable characters"
+            )
+        if len(value) > MAX_CONTEXT_VALUE_CHARS:
+            raise InvalidRequest(
+                f"{field_name}[{key!r}]: value of {len(value)} characters; at most "
+                f"{MAX_CONTEXT_VALUE_CHARS} allowed"
+            )
+        size += len(key) + len(value)
+    if size > total:
+        raise InvalidRequest(
+            f"{field_name}: {size} characters of keys and values; at most {total} allowed"
+        )
 
 
 def audio_format(message: pb.AudioFormat, field_name: str) -> audio.AudioFormat:
@@ -139,9 +182,12 @@ class Conversation(SlotListener):
             start.turn_mode == pb.TURN_MODE_UNSPECIFIED
             and slot.persona.persona.turn_detection.type == "none"
         )
+        if len(start.player.name) > MAX_NAME_CHARS:
+            raise InvalidRequest(f"start.player.name: at most {MAX_NAME_CHARS} characters")
         self.context = dict(start.context)
         if start.player.name:
             self.context["player_name"] = start.player.name
+        check_context(self.context, "start.context")
         self.greet = start.greet
         self.out = Outbox()
         self._clock = clock
@@ -155,6 +201,10 @@ class Conversation(SlotListener):
         self._uncommitted_ms = 0.0
         self._held: deque[tuple[str, float]] = deque()  # (base64 audio, ms)
         self._held_ms = 0.0
+        self._held_dropped = False
+        #: A `Commit` made while the backend was away: done once it is back (its request id).
+        self._held_commit: str | None = None
+        self._kept_while_away = 0
         self._queued_audio_ms = 0.0
         self._slow = False
         self._partial: dict[str, str] = {}
@@ -292,20 +342,55 @@ class Conversation(SlotListener):
         self._uncommitted_ms += ms
         encoded = audio.b64encode(pcm)
         if self.slot.state is not SlotState.READY:
-            # Keep the latest audio until the session is back (it is replayed then).
-            self._held.append((encoded, ms))
-            self._held_ms += ms
-            while self._held_ms > MAX_HELD_AUDIO_MS:
-                self._held_ms -= self._held.popleft()[1]
+            self._hold(encoded, ms)
             return
         self._release_held()
         self.slot.session.append_audio(encoded)
 
+    def _hold(self, encoded: str, ms: float) -> None:
+        """Keep audio until the session is back (it is replayed then); past the bound the
+        oldest goes, and the game is told once."""
+        self._held.append((encoded, ms))
+        self._held_ms += ms
+        while self._held_ms > MAX_HELD_AUDIO_MS:
+            self._held_ms -= self._held.popleft()[1]
+            if not self._held_dropped:
+                self._held_dropped = True
+                self._error(
+                    pb.ERROR_CODE_BACKEND_UNAVAILABLE,
+                    f"the NPC's backend is reconnecting; only the last {MAX_HELD_AUDIO_MS} ms "
+                    "of player audio are kept for it, older audio was dropped",
+                    retryable=True,
+                )
+
+    def _kept_for_later(self, what: str, request_id: str) -> bool:
+        """While the backend is away, count a player message kept for it; False (and a
+        retryable `Error`) when too many are waiting already, so the game can resend."""
+        if self.slot.state is SlotState.READY:
+            return True
+        if self._kept_while_away >= MAX_KEPT_WHILE_AWAY:
+            self._error(
+                pb.ERROR_CODE_BACKEND_UNAVAILABLE,
+                f"{what} not delivered: the NPC's backend is reconnecting and "
+                f"{MAX_KEPT_WHILE_AWAY} messages already wait for it; send it again after "
+                "SessionStatus RESUMED",
+                retryable=True,
+                request_id=request_id,
+            )
+            return False
+        self._kept_while_away += 1
+        return True
+
     async def _on_commit(self, _: pb.Commit, request_id: str) -> None:
+        if not self._kept_for_later("commit", request_id):
+            return
         tail = self._in.flush()
         if tail:
             self._uncommitted_ms += len(tail) / 48
-            self.slot.session.append_audio(audio.b64encode(tail))
+            if self.slot.state is SlotState.READY:
+                self.slot.session.append_audio(audio.b64encode(tail))
+            else:
+                self._hold(audio.b64encode(tail), len(tail) / 48)
         if self._uncommitted_ms < MIN_COMMIT_MS:
             self._error(
                 pb.ERROR_CODE_EMPTY_COMMIT,
@@ -315,14 +400,22 @@ class Conversation(SlotListener):
             )
             return
         self._uncommitted_ms = 0
-        self.slot.session.commit_audio()
         self._user_end = self._clock()
+        if self.slot.state is not SlotState.READY:
+            self._held_commit = request_id  # after the held audio, once the backend is back
+            return
+        self._commit_now()
+
+    def _commit_now(self) -> None:
+        self.slot.session.commit_audio()
         self._request(pb.RESPONSE_CAUSE_PLAYER_SPEECH)
 
     async def _on_text(self, message: pb.TextMessage, request_id: str) -> None:
         text = message.text.strip()
         if not text or len(text) > MAX_TEXT_CHARS:
             raise InvalidRequest(f"text.text: must be 1 to {MAX_TEXT_CHARS} characters")
+        if not self._kept_for_later("text", request_id):
+            return
         self.slot.session.add_user_text(text)
         self._user_end = self._clock()
         self._request(pb.RESPONSE_CAUSE_PLAYER_TEXT)
@@ -338,6 +431,8 @@ class Conversation(SlotListener):
         self.slot.session.report_playback(message.response_id, message.played_ms)
 
     async def _on_action_result(self, message: pb.ActionResult, request_id: str) -> None:
+        if not self._kept_for_later("action_result", request_id):
+            return
         timer = self._action_timers.pop(message.call_id, None)
         if timer is not None:
             timer.cancel()
@@ -360,14 +455,24 @@ class Conversation(SlotListener):
         self._answer(message.call_id, orjson.dumps(payload).decode(), request_id)
 
     async def _on_context(self, message: pb.ContextUpdate, request_id: str) -> None:
-        self.context.update(message.set)
+        context = {**self.context, **message.set}
         for key in message.unset:
-            self.context.pop(key, None)
+            context.pop(key, None)
+        check_context(context, "context (after this update)")
+        self.context = context
         await self.slot.reconfigure(self.context)
 
     async def _on_trigger(self, message: pb.Trigger, request_id: str) -> None:
-        if not message.name:
-            raise InvalidRequest("trigger.name: required")
+        if not message.name or len(message.name) > MAX_NAME_CHARS:
+            raise InvalidRequest(f"trigger.name: must be 1 to {MAX_NAME_CHARS} characters")
+        check_context(
+            dict(message.params),
+            "trigger.params",
+            entries=MAX_TRIGGER_PARAMS,
+            total=MAX_TRIGGER_CHARS,
+        )
+        if not self._kept_for_later("trigger", request_id):
+            return
         details = "".join(f"\n{k}: {v}" for k, v in sorted(message.params.items()))
         self.slot.session.add_system_note(f"Game event: {message.name}{details}")
         if not message.silent:
@@ -384,11 +489,6 @@ class Conversation(SlotListener):
             self._error(pb.ERROR_CODE_BACKEND_UNAVAILABLE, status.detail, fatal=True)
             self.finish(BackendUnavailable(f"the NPC's backend is unavailable: {status.detail}"))
             return
-        if status.kind is StatusKind.RECONNECTING and self._turn is not None:
-            turn = self._turn
-            if not turn.interrupted:
-                self._interrupted(turn, pb.INTERRUPT_CAUSE_BACKEND_LOST, None)
-                self._finish_turn(pb.RESPONSE_STATUS_INTERRUPTED, "backend_lost", None)
         self._emit(
             pb.ConverseResponse(
                 session_status=pb.SessionStatus(
@@ -399,7 +499,37 @@ class Conversation(SlotListener):
             )
         )
         if status.kind is not StatusKind.RECONNECTING:
+            self._kept_while_away = 0
+            self._held_dropped = False
             self._release_held()
+            if self._held_commit is not None:
+                self._held_commit = None
+                self._commit_now()
+
+    def on_link_lost(self, reason: str, *, planned: bool) -> None:
+        """End the response the backend was giving: it will never finish. Its audio already
+        sent plays out (no `Interrupted`); `ResponseDone` says why it stopped. If nothing of it
+        had reached the game yet, it is asked for again from the next session, so the player
+        still gets an answer."""
+        turn = self._turn
+        if turn is None:
+            return
+        if turn.interrupted:
+            self._finish_turn(pb.RESPONSE_STATUS_INTERRUPTED, "backend_lost", None)
+            return
+        tail = self._out.flush()
+        if tail:
+            self._send_audio(turn, tail)
+        if planned:
+            self._finish_turn(pb.RESPONSE_STATUS_INCOMPLETE, "session_expired", None)
+        else:
+            self._finish_turn(pb.RESPONSE_STATUS_FAILED, "backend_lost", None)
+        if not turn.out_samples and not turn.transcript and not turn.call_ids:
+            self._user_end = turn.user_end
+            overrides = (
+                self._greeting_overrides() if turn.cause == pb.RESPONSE_CAUSE_GREETING else None
+            )
+            self._request(turn.cause, overrides)
 
     def _release_held(self) -> None:
         """Give the session the audio kept while it was away (oldest first)."""
@@ -565,6 +695,11 @@ class Conversation(SlotListener):
             return
         kind = error.verdict.kind
         if kind is ErrorClass.BENIGN:
+            return
+        if kind is ErrorClass.EXPIRED:
+            # The beta way to say the session hit its time limit; the close that follows is
+            # handled as a rotation, and the game sees only a SessionStatus.
+            _LOGGER.info("npc %s: backend session expired", self.slot.id)
             return
         if kind is ErrorClass.CLIENT_BUG:
             _LOGGER.warning(

@@ -1,4 +1,10 @@
-"""The `npcd.v1.NpcService` servicer: checks requests, maps errors to statuses, delegates."""
+"""The `npcd.v1.NpcService` servicer: checks requests, maps errors to statuses, delegates.
+
+Requests are parsed leniently (`add_to_server`): bytes that are not a valid message (garbage,
+a string field that is not UTF-8) become a `MalformedMessage` instead of an exception inside
+grpc, so the caller gets INVALID_ARGUMENT with a reason, npcd logs one line, not a traceback,
+and nothing else is disturbed.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from npcd.errors import BackendUnavailable, InvalidRequest, NpcdError, UnknownCharacter
 from npcd.personas import LoadedPersona
@@ -23,8 +31,64 @@ _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcService"].full_name
 #: A client that opens Converse and says nothing is dropped after this long.
 FIRST_MESSAGE_TIMEOUT = 10.0
-#: How long a conversation waits for its NPC's backend session to (re)connect.
+#: How long a conversation waits for its NPC's backend session to (re)connect, unless the
+#: backend is known to be down (then it fails at once) or `Start.backend_wait_ms` says.
 READY_TIMEOUT = 10.0
+MAX_BACKEND_WAIT_MS = 120_000
+
+_M = TypeVar("_M", covariant=True)
+
+
+class _Parser(Protocol[_M]):
+    def FromString(self, data: bytes, /) -> _M: ...  # noqa: N802 - protobuf's name
+
+
+class MalformedMessage:
+    """Bytes from a client that do not parse as the message the method takes."""
+
+    __slots__ = ("detail", "size")
+
+    def __init__(self, size: int, detail: str) -> None:
+        self.size = size
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return f"malformed message: {self.size} bytes that do not parse ({self.detail})"
+
+
+def _lenient(message_type: _Parser[_M]) -> Callable[[bytes], _M | MalformedMessage]:
+    def parse(data: bytes) -> _M | MalformedMessage:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return MalformedMessage(len(data), str(exc) or "invalid protobuf")
+
+    return parse
+
+
+def add_to_server(servicer: NpcService, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` like the generated `add_NpcServiceServicer_to_server`, with
+    lenient request parsing."""
+    handlers = {
+        "Converse": grpc.stream_stream_rpc_method_handler(
+            servicer.Converse,
+            request_deserializer=_lenient(pb.ConverseRequest),
+            response_serializer=pb.ConverseResponse.SerializeToString,
+        ),
+        "ListCharacters": grpc.unary_unary_rpc_method_handler(
+            servicer.ListCharacters,
+            request_deserializer=_lenient(pb.ListCharactersRequest),
+            response_serializer=pb.ListCharactersResponse.SerializeToString,
+        ),
+        "GetCharacter": grpc.unary_unary_rpc_method_handler(
+            servicer.GetCharacter,
+            request_deserializer=_lenient(pb.GetCharacterRequest),
+            response_serializer=pb.Character.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class NpcService(pb_grpc.NpcServiceServicer):
@@ -45,16 +109,23 @@ class NpcService(pb_grpc.NpcServiceServicer):
         self._ready_timeout = ready_timeout
 
     async def ListCharacters(
-        self, request: pb.ListCharactersRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.ListCharactersRequest | MalformedMessage,
+        context: grpc.aio.ServicerContext,
     ) -> pb.ListCharactersResponse:
+        if isinstance(request, MalformedMessage):
+            await _refuse_malformed(context, request)
         personas = self._personas()
         return pb.ListCharactersResponse(
             characters=[self._character(personas[key]) for key in sorted(personas)]
         )
 
     async def GetCharacter(
-        self, request: pb.GetCharacterRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetCharacterRequest | MalformedMessage, context: grpc.aio.ServicerContext
     ) -> pb.Character:
+        if isinstance(request, MalformedMessage):
+            await _refuse_malformed(context, request)
+            raise AssertionError("unreachable: abort raises")
         try:
             return self._character(self._lookup(request.character_id))
         except NpcdError as exc:
@@ -63,7 +134,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
 
     async def Converse(
         self,
-        request_iterator: AsyncIterator[pb.ConverseRequest],
+        request_iterator: AsyncIterator[pb.ConverseRequest | MalformedMessage],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ConverseResponse]:
         pool = self._pool
@@ -80,6 +151,9 @@ class NpcService(pb_grpc.NpcServiceServicer):
             )
         if first is None:
             return  # the client closed at once: nothing to do
+        if isinstance(first, MalformedMessage):
+            await _refuse_malformed(context, first)
+            return
         try:
             start = _check_start(first)
             async with pool.lease(
@@ -95,16 +169,10 @@ class NpcService(pb_grpc.NpcServiceServicer):
         slot: NpcSlot,
         start: pb.Start,
         first: pb.ConverseRequest,
-        requests: AsyncIterator[pb.ConverseRequest],
+        requests: AsyncIterator[pb.ConverseRequest | MalformedMessage],
     ) -> AsyncIterator[pb.ConverseResponse]:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._ready_timeout):
-                await slot.wait_ready()
         if not slot.ready:
-            raise BackendUnavailable(
-                f"npc {slot.id!r} has no backend session"
-                + (f": {slot.last_error}" if slot.last_error else "")
-            )
+            await self._wait_for_backend(slot, start.backend_wait_ms)
         conversation = Conversation(slot, start)
         slot.listener = conversation
         reader = asyncio.create_task(_read(requests, conversation))
@@ -121,6 +189,26 @@ class NpcService(pb_grpc.NpcServiceServicer):
             await conversation.close()
         if conversation.failure is not None:
             raise conversation.failure
+
+    async def _wait_for_backend(self, slot: NpcSlot, wait_ms: int) -> None:
+        """Wait for the NPC's session: ``wait_ms`` through failed attempts if the game asked
+        for that; otherwise up to `READY_TIMEOUT` for a session being (re)connected, and not
+        at all for a backend known to be down (a clear UNAVAILABLE beats a long silence)."""
+        if wait_ms > MAX_BACKEND_WAIT_MS:
+            raise InvalidRequest(
+                f"start.backend_wait_ms: at most {MAX_BACKEND_WAIT_MS} (got {wait_ms})"
+            )
+        if wait_ms or not slot.unreachable:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_ms / 1000 if wait_ms else self._ready_timeout):
+                    await (slot.wait_connected() if wait_ms else slot.wait_ready())
+        if not slot.ready:
+            raise BackendUnavailable(
+                f"npc {slot.id!r} has no backend session"
+                + (f": {slot.last_error}" if slot.last_error else "")
+                + "; npcd keeps reconnecting, try again shortly"
+                + ("" if wait_ms else " (or set start.backend_wait_ms to wait)")
+            )
 
     def _character(self, loaded: LoadedPersona) -> pb.Character:
         slot = self._pool.slots.get(loaded.persona.id) if self._pool else None
@@ -148,10 +236,20 @@ def _check_start(first: pb.ConverseRequest) -> pb.Start:
     return start
 
 
-async def _read(requests: AsyncIterator[pb.ConverseRequest], conversation: Conversation) -> None:
+async def _read(
+    requests: AsyncIterator[pb.ConverseRequest | MalformedMessage], conversation: Conversation
+) -> None:
     """Feed client messages to the conversation until the client is done."""
     try:
         async for request in requests:
+            if isinstance(request, MalformedMessage):
+                _LOGGER.warning(
+                    "conversation %s: a client message of %d bytes did not parse; stream ended "
+                    "with INVALID_ARGUMENT",
+                    conversation.id,
+                    request.size,
+                )
+                raise InvalidRequest(request.reason)
             if not await conversation.handle(request):
                 break
     except NpcdError as exc:
@@ -164,6 +262,11 @@ async def _read(requests: AsyncIterator[pb.ConverseRequest], conversation: Conve
         conversation.finish(NpcdError("internal error; see npcd's log"))
         return
     conversation.finish()
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, message: MalformedMessage) -> None:
+    _LOGGER.warning("a client message of %d bytes did not parse: INVALID_ARGUMENT", message.size)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.reason)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: NpcdError) -> None:

@@ -7,7 +7,9 @@ not with websockets' exception zoo. Settings that matter, and why:
 - ``compression=None``: audio does not compress; permessage-deflate costs 20-48 us a message.
 - ``max_size`` 64 MiB: items with audio (``conversation.item.retrieved``) pass the library's
   1 MiB default, and a long reply would otherwise end the session with close 1009.
-- ``ping_interval``/``ping_timeout`` 20 s: a backend that goes silent is noticed in under 40 s.
+- ``ping_interval`` 20 s / ``ping_timeout`` 10 s: an idle session whose backend went silent is
+  noticed within 30 s. A session in a conversation is watched much closer by its slot, which
+  pings a quiet backend after a few seconds (`responsive`) and cuts it off (`abort`).
 - ``close_timeout`` 2 s: several NPC sessions closing in turn add up on shutdown.
 - outgoing frames are sent as text even when given bytes (orjson's output), without a copy.
 """
@@ -84,7 +86,7 @@ class RealtimeLink:
         credential: Secret | None = None,
         open_timeout: float = OPEN_TIMEOUT,
         ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
+        ping_timeout: float | None = 10.0,
     ) -> RealtimeLink:
         """Connect (minting a client secret first if the backend asks for one)."""
         if credential is None:
@@ -136,6 +138,27 @@ class RealtimeLink:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
+
+    async def responsive(self, within_s: float) -> bool:
+        """Whether the backend answers a ping within ``within_s`` seconds. A closed link counts
+        as answering: its reader already sees the close."""
+        try:
+            async with asyncio.timeout(within_s):
+                pong = await self._ws.ping()
+                await pong
+        except TimeoutError:
+            return False
+        except ConnectionClosed:
+            return True
+        return True
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake (the backend is not
+        answering, so waiting for its close frame would only add its timeout). The reader's
+        `recv` then raises `LinkClosed`."""
+        transport = self._ws.transport
+        if transport is not None:
+            transport.abort()
 
     @property
     def close_code(self) -> int | None:

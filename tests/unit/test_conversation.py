@@ -1,7 +1,8 @@
 """A conversation's state without sockets. What leaves for the game: audio joins up only when
 it is already queued, never across responses, and a turn's latency report counts the time its
-first audio waited in npcd. What arrives while the backend is away: the latest 2 s are kept and
-given to the session, in order, when it is back."""
+first audio waited in npcd. What arrives while the backend is away: the latest 15 s of audio and a
+bounded number of messages are kept and given to the session, in order, when it is back; a lost
+backend ends the response in progress with one ResponseDone. Game context is bounded."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ import time
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from npcd import audio
 from npcd.config import Secret
+from npcd.errors import InvalidRequest
 from npcd.personas import load_directory
 from npcd.realtime import events as ev
 from npcd.realtime.endpoints import Backend, Provider
 from npcd.realtime.values import Response
-from npcd.server.conversation import MAX_HELD_AUDIO_MS, Conversation
+from npcd.server.conversation import (
+    MAX_HELD_AUDIO_MS,
+    MAX_KEPT_WHILE_AWAY,
+    Conversation,
+    check_context,
+)
 from npcd.server.outbox import MAX_MERGED_MS, Outbox
 from npcd.slot import NpcSlot, SlotOptions, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
@@ -177,13 +185,85 @@ def test_audio_sent_while_the_backend_is_away_is_replayed_when_it_is_back() -> N
     conv = conversation()
     session = conv.slot.session
     assert conv.slot.state is not SlotState.READY  # never connected
-    frames = [bytes([n]) * 4800 for n in range(25)]  # 100 ms each: 2.5 s in all
+    kept = MAX_HELD_AUDIO_MS // 100
+    frames = [bytes([n]) * 4800 for n in range(kept + 5)]  # 100 ms each: 0.5 s too many
     for frame in frames:
         assert asyncio.run(conv.handle(pb.ConverseRequest(audio=pb.AudioChunk(data=frame))))
     assert not session.has_outgoing, "nothing goes to a session that is not there"
     conv.slot.state = SlotState.READY
     conv.on_status(SlotStatus(StatusKind.RESUMED, "back"))
     sent = [orjson.loads(frame) for frame in session.data_to_send()]
-    kept = MAX_HELD_AUDIO_MS // 100
-    assert [audio.b64decode(e["audio"]) for e in sent] == frames[-kept:], "the latest 2 s"
+    assert [audio.b64decode(e["audio"]) for e in sent] == frames[-kept:], "the latest 15 s"
     assert {e["type"] for e in sent} == {"input_audio_buffer.append"}
+    told = [m.error for m in messages(conv) if m.HasField("error")]
+    assert [e.code for e in told] == [pb.ERROR_CODE_BACKEND_UNAVAILABLE], "dropping is said once"
+    assert told[0].retryable
+
+
+def messages(conv: Conversation) -> list[pb.ConverseResponse]:
+    return [m for m in conv.out._items if isinstance(m, pb.ConverseResponse)]
+
+
+def test_messages_while_the_backend_is_away_are_kept_up_to_a_bound_then_refused() -> None:
+    conv = conversation()
+    for n in range(MAX_KEPT_WHILE_AWAY + 2):
+        text = pb.TextMessage(text=f"line {n}")
+        assert asyncio.run(conv.handle(pb.ConverseRequest(text=text, request_id=f"r{n}")))
+    refused = [m for m in messages(conv) if m.HasField("error")]
+    assert [m.request_id for m in refused] == [
+        f"r{MAX_KEPT_WHILE_AWAY}",
+        f"r{MAX_KEPT_WHILE_AWAY + 1}",
+    ]
+    assert all(m.error.retryable for m in refused)
+    kept = [item for item in conv.slot.session.history(100) if "line" in str(item)]
+    assert len(kept) == MAX_KEPT_WHILE_AWAY, "the kept lines wait for the next session"
+
+
+def started(conv: Conversation, response_id: str) -> None:
+    conv.slot.session.request_response(tag=pb.RESPONSE_CAUSE_PLAYER_TEXT)
+    event = ev.ResponseCreated(event_id="e", response=Response(id=response_id))
+    conv.slot.session._on_response_created(event)
+    conv.on_event(event)
+
+
+def test_a_response_cut_by_the_time_limit_after_audio_ends_incomplete_and_is_not_redone() -> None:
+    conv = conversation()
+    started(conv, "resp_1")
+    conv.on_event(delta("resp_1", b"\x01\x00" * 2400))
+    conv.on_link_lost("expired", planned=True)
+    kinds = [m.WhichOneof("kind") for m in messages(conv)]
+    assert kinds == ["response_started", "audio", "response_done"], "no Interrupted"
+    done = messages(conv)[-1].response_done
+    assert (done.status, done.reason) == (pb.RESPONSE_STATUS_INCOMPLETE, "session_expired")
+    assert conv.slot.session.unstarted_responses() == [], "the player heard part of it"
+
+
+def test_a_response_lost_before_any_output_fails_and_is_asked_for_again() -> None:
+    conv = conversation()
+    started(conv, "resp_1")
+    conv.on_link_lost("dropped", planned=False)
+    done = messages(conv)[-1].response_done
+    assert (done.status, done.reason) == (pb.RESPONSE_STATUS_FAILED, "backend_lost")
+    assert [tag for _, tag in conv.slot.session.unstarted_responses()] == [
+        pb.RESPONSE_CAUSE_PLAYER_TEXT
+    ]
+
+
+@pytest.mark.parametrize(
+    ("context", "limit"),
+    [
+        ({"k": "v" * 1025}, "at most 1024"),
+        ({"": "v"}, "1 to 64 printable"),
+        ({"bad\nkey": "v"}, "1 to 64 printable"),
+        ({f"k{i}": "" for i in range(65)}, "65 entries"),
+        ({f"k{i}": "v" * 1020 for i in range(9)}, "at most 8192"),
+    ],
+)
+def test_context_over_a_limit_is_refused_naming_it(context: dict[str, str], limit: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        check_context(context, "start.context")
+    assert limit in refused.value.message and "start.context" in refused.value.message
+
+
+def test_context_within_the_limits_passes() -> None:
+    check_context({f"k{i}": "v" * 100 for i in range(64)}, "start.context")

@@ -29,7 +29,6 @@ from npcd.realtime.policy import (
     Backoff,
     CloseClass,
     ErrorClass,
-    QuickFailureTracker,
     RateLimits,
     classify_close,
     classify_connect_error,
@@ -583,86 +582,6 @@ def test_backoff_reset_if_stable_only_after_a_long_enough_connection() -> None:
 def test_backoff_rejects_bad_parameters(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# QuickFailureTracker
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("max_quick", [1, 2, 3, 5])
-def test_quick_failures_give_up_exactly_on_the_nth(max_quick: int) -> None:
-    tracker = QuickFailureTracker(max_quick=max_quick, quick_s=2.0)
-    now = 100.0
-    for i in range(1, max_quick + 1):
-        assert tracker.should_give_up is False
-        tracker.opened(now)
-        now += 0.3
-        assert tracker.closed(now) == pytest.approx(0.3)
-        now += 5.0  # time spent in backoff does not count as connection lifetime
-        assert tracker.consecutive == i
-        assert tracker.should_give_up is (i == max_quick)
-
-
-def test_default_tracker_gives_up_on_the_third_quick_failure() -> None:
-    tracker = QuickFailureTracker()
-    for i, start in enumerate((0.0, 10.0, 20.0), start=1):
-        tracker.opened(start)
-        tracker.closed(start + 1.99)
-        assert tracker.should_give_up is (i == 3)
-
-
-def test_a_connection_that_lasted_resets_the_count() -> None:
-    tracker = QuickFailureTracker(max_quick=3, quick_s=2.0)
-    for start in (0.0, 10.0):
-        tracker.opened(start)
-        tracker.closed(start + 0.1)
-    assert tracker.consecutive == 2
-    tracker.opened(20.0)
-    assert tracker.closed(22.0) == pytest.approx(2.0)  # exactly quick_s is not quick
-    assert tracker.consecutive == 0
-    for start in (30.0, 40.0):
-        tracker.opened(start)
-        tracker.closed(start + 0.1)
-    assert tracker.should_give_up is False
-    tracker.opened(50.0)
-    tracker.closed(50.1)
-    assert tracker.should_give_up is True
-
-
-def test_close_without_open_counts_nothing_and_is_idempotent() -> None:
-    tracker = QuickFailureTracker(max_quick=1)
-    assert tracker.closed(5.0) is None  # e.g. the handshake itself failed
-    assert tracker.consecutive == 0
-    tracker.opened(10.0)
-    assert tracker.closed(10.5) == pytest.approx(0.5)
-    assert tracker.closed(10.6) is None
-    assert tracker.consecutive == 1
-
-
-def test_tracker_clock_going_backwards_counts_as_zero_lifetime() -> None:
-    tracker = QuickFailureTracker(max_quick=1)
-    tracker.opened(10.0)
-    assert tracker.closed(9.0) == 0.0
-    assert tracker.should_give_up is True
-
-
-def test_tracker_reset_forgets() -> None:
-    tracker = QuickFailureTracker(max_quick=1)
-    tracker.opened(0.0)
-    tracker.closed(0.1)
-    assert tracker.should_give_up is True
-    tracker.reset()
-    assert tracker.should_give_up is False
-    assert tracker.consecutive == 0
-
-
-@pytest.mark.parametrize(
-    "kwargs", [{"max_quick": 0}, {"quick_s": -0.1}, {"quick_s": math.nan}, {"quick_s": math.inf}]
-)
-def test_tracker_rejects_bad_parameters(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
-        QuickFailureTracker(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -414,3 +414,87 @@ def test_rate_limits_hold_a_response_until_they_reset(pair: Any) -> None:
     assert session.release_queued(101.0) is False
     assert session.release_queued(102.1) is True
     assert [f["type"] for f in sent(session)] == ["response.create"]
+
+
+# -- what a replacement session is given -----------------------------------------------------
+
+
+def test_items_sent_but_never_echoed_are_kept_for_the_next_session(pair) -> None:
+    session, server = pair
+    session.add_user_text("first line")
+    session.add_user_text("second line")
+    frames = sent(session)
+    ids = [frame["item"]["id"] for frame in frames]
+    assert all(i.startswith("npcd_") and len(i) <= 32 for i in ids), "client ids, OpenAI-sized"
+    server.send(ev.ConversationItemAdded(event_id=eid(), item=UserMessage(id=ids[0], content=())))
+    assert session.unconfirmed_items == 1
+    history = session.history()
+    assert isinstance(history[-1], UserMessage) and history[-1].id == ids[1]
+    texts = [
+        getattr(c, "text", None) for i in history if isinstance(i, UserMessage) for c in i.content
+    ]
+    assert texts.count("second line") == 1
+
+
+def test_an_item_the_server_refused_is_not_replayed(pair) -> None:
+    session, server = pair
+    session.add_user_text("refused")
+    frame = sent(session)[0]
+    server.send(
+        ev.ErrorEvent(
+            event_id=eid(),
+            error=ErrorDetail(
+                type="invalid_request_error",
+                code="invalid_value",
+                message="bad item",
+                event_id=frame["event_id"],
+            ),
+        )
+    )
+    assert session.unconfirmed_items == 0 and session.history() == []
+
+
+def test_untracked_items_are_not_replayed(pair) -> None:
+    session, _ = pair
+    session.add_system_note("a note for this session only")
+    session.add_item(session.history()[0], track=False)  # the same note, untracked
+    assert session.unconfirmed_items == 1
+
+
+def test_responses_asked_for_but_never_started_are_handed_on(pair) -> None:
+    session, server = pair
+    assert session.request_response(tag="first")
+    assert not session.request_response(tag="second")  # queued behind the first
+    assert session.unstarted_responses() == [(None, "first"), (None, "second")]
+    server.response_created("resp_1")
+    assert session.unstarted_responses() == [(None, "second")], "the first one started"
+
+
+def test_a_cancelled_request_is_not_asked_for_again(pair) -> None:
+    session, _ = pair
+    session.request_response(tag="gone")
+    session.cancel_response()  # before response.created: deferred
+    assert session.unstarted_responses() == []
+
+
+def test_a_refused_create_keeps_its_overrides_when_it_waits_for_the_servers_response(
+    pair,
+) -> None:
+    from npcd.realtime.values import ResponseOverrides
+
+    session, server = pair
+    overrides = ResponseOverrides(instructions="greet")
+    session.request_response(overrides, tag="greeting")
+    frame = sent(session)[0]
+    server.send(
+        ev.ErrorEvent(
+            event_id=eid(),
+            error=ErrorDetail(
+                type="invalid_request_error",
+                code="conversation_already_has_active_response",
+                message="busy",
+                event_id=frame["event_id"],
+            ),
+        )
+    )
+    assert session.unstarted_responses() == [(overrides, "greeting")]

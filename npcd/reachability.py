@@ -1,0 +1,69 @@
+"""Whether the Realtime backend answers, shared by every NPC slot of a pool.
+
+When the backend goes down, every NPC loses its session at once. If each retried on its own
+backoff, 500 NPCs would hammer a server that is failing, and a long backoff (to spare it) would
+leave players waiting long after it is back. Instead one slot, the *prober*, retries on a short
+capped backoff (every 2 s at most) while the others wait; the moment any connect gets through,
+all waiters go at once (the pool's connect semaphore paces them). So recovery takes one
+probe interval, and a dead backend sees one attempt per interval, not one per NPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Reachability:
+    """The backend's state as the slots last saw it: up, or down with a reason."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._up = asyncio.Event()
+        self._up.set()
+        self._prober: object | None = None
+
+    @property
+    def down(self) -> bool:
+        return not self._up.is_set()
+
+    def failed(self, who: object, reason: str) -> None:
+        """``who`` could not connect (a retryable failure): the backend is down until a connect
+        succeeds. The first to fail while nobody probes becomes the prober."""
+        self.reason = reason
+        self._up.clear()
+        if self._prober is None:
+            self._prober = who
+
+    def succeeded(self, who: object) -> None:
+        """A connect got through: the backend is up, and every waiter may try now."""
+        self.reason = ""
+        self._prober = None
+        self._up.set()
+
+    def probing(self, who: object) -> bool:
+        """Whether ``who`` is the one probing a down backend."""
+        return self.down and self._prober is who
+
+    def leave(self, who: object) -> None:
+        """``who`` stops trying (suspended, closed, failed for good): another slot may probe."""
+        if self._prober is who:
+            self._prober = None
+
+    async def wait_turn(self, who: object, delay: float, patience: float) -> None:
+        """Wait before ``who``'s next connect attempt.
+
+        The prober (or a slot whose failure was its own: the backend is up for the others)
+        waits ``delay``; the others wait until a connect gets through, checking every
+        ``patience`` seconds whether the prober has left so that one of them takes over.
+        """
+        while True:
+            if self._prober is None and self.down:
+                self._prober = who
+            if self._prober is who or not self.down:
+                await asyncio.sleep(delay)
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    await self._up.wait()
+                    return
