@@ -123,6 +123,7 @@ async def one_run(daemon: RunningServer, proxy: FaultProxy) -> dict[str, float]:
             await refused.until("ready")
         except grpc.aio.AioRpcError:
             out["refuse_ms"] = (time.monotonic() - began) * 1000
+        refused.end()  # lets grpc's request-reading task finish
         await proxy.come_up()
         began = time.monotonic()
         async with asyncio.timeout(LIMIT_S):
