@@ -22,16 +22,27 @@ class Reachability:
         self._up = asyncio.Event()
         self._up.set()
         self._prober: object | None = None
+        self._flipped = asyncio.Event()
 
     @property
     def down(self) -> bool:
         return not self._up.is_set()
 
+    async def changed(self) -> None:
+        """Wait until the backend next goes down or comes back (health follows it)."""
+        await self._flipped.wait()
+
+    def _flip(self) -> None:
+        self._flipped.set()
+        self._flipped = asyncio.Event()
+
     def failed(self, who: object, reason: str) -> None:
         """``who`` could not connect (a retryable failure): the backend is down until a connect
         succeeds. The first to fail while nobody probes becomes the prober."""
         self.reason = reason
-        self._up.clear()
+        if not self.down:
+            self._up.clear()
+            self._flip()
         if self._prober is None:
             self._prober = who
 
@@ -39,7 +50,9 @@ class Reachability:
         """A connect got through: the backend is up, and every waiter may try now."""
         self.reason = ""
         self._prober = None
-        self._up.set()
+        if self.down:
+            self._up.set()
+            self._flip()
 
     def probing(self, who: object) -> bool:
         """Whether ``who`` is the one probing a down backend."""

@@ -49,6 +49,8 @@ class RunningServer:
     pool: SessionPool | None = None
     local_backend: LocalBackend | None = None
     watcher: asyncio.Task[None] | None = None
+    #: Keeps the service's health in step with the backend after start-up.
+    health_follower: asyncio.Task[None] | None = None
     #: Set each time the watcher has applied (or refused) a change on disk.
     reloaded: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -195,7 +197,25 @@ async def start_server(
         # NPC sessions connect in the background; the service reports SERVING once all have.
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await pool.start()
+        running.health_follower = asyncio.create_task(
+            follow_health(health_servicer, pool), name="npcd-health-follower"
+        )
     return running
+
+
+async def follow_health(health_servicer: health.aio.HealthServicer, pool: SessionPool) -> None:
+    """After start-up, NOT_SERVING while the backend is down and SERVING once it is back, so a
+    load balancer or an engine's health probe sees an outage and its end."""
+    await pool.wait_ready()
+    while True:
+        await pool.reachability.changed()
+        up = not pool.reachability.down and any(slot.ready for slot in pool.slots.values())
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        await health_servicer.set(SERVICE_NAME, status)
 
 
 def _some(names: list[str], shown: int = 8) -> str:
@@ -223,10 +243,11 @@ async def wait_for_npcs(running: RunningServer) -> int:
 async def stop_server(running: RunningServer, grace: float) -> None:
     """Graceful stop: NOT_SERVING first, then let calls finish, then remove the socket."""
     await running.health.enter_graceful_shutdown()
-    if running.watcher is not None:
-        running.watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running.watcher
+    for task in (running.watcher, running.health_follower):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await running.server.stop(grace)
     if running.pool is not None:
         await running.pool.close()

@@ -18,13 +18,14 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from npcd.config import Settings, parse_listen
 from npcd.localbackend.defaults import default_engines
 from npcd.localbackend.server import BackendOptions, LocalBackend
 from npcd.personas import load_directory
 from npcd.server.app import RunningServer, serving, wait_for_npcs
-from npcd.server.service import READY_TIMEOUT
+from npcd.server.service import READY_TIMEOUT, SERVICE_NAME
 from npcd.slot import SlotState
 from npcd.v1 import npcd_pb2 as pb
 from tests.conftest import SAMPLES
@@ -278,6 +279,17 @@ async def test_backend_going_silent_mid_response_fails_it_and_the_player_still_g
 # -- 5, 6b: a backend that is down, or never starts a session -----------------------------------
 
 
+async def health_becomes(channel: grpc.aio.Channel, wanted: int) -> None:
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    )
+    async with asyncio.timeout(TIMEOUT):
+        async for answer in watch:
+            if answer.status == wanted:
+                watch.cancel()
+                return
+
+
 async def test_backend_down_fails_conversations_fast_and_recovery_is_quick(rig: Rig) -> None:
     await rig.proxy.go_down()
     slot = rig.slots()["blacksmith"]
@@ -285,6 +297,7 @@ async def test_backend_down_fails_conversations_fast_and_recovery_is_quick(rig: 
         await slot.wait_ready()  # returns once a reconnect attempt has failed
     assert slot.unreachable
     async with grpc.aio.insecure_channel(rig.target) as channel:
+        await health_becomes(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
         refused = Game(channel, start("blacksmith"))
         began = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -303,6 +316,7 @@ async def test_backend_down_fails_conversations_fast_and_recovery_is_quick(rig: 
         patient.send(text=pb.TextMessage(text="what do you sell?"))
         await answered(patient, pb.RESPONSE_CAUSE_PLAYER_TEXT)
         patient.end()
+        await health_becomes(channel, health_pb2.HealthCheckResponse.SERVING)
     assert recovered < 6, f"the NPC took {recovered:.1f} s to be back after the backend was"
     async with asyncio.timeout(TIMEOUT):
         for each in rig.slots().values():
