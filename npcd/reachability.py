@@ -22,6 +22,8 @@ class Reachability:
         self._up = asyncio.Event()
         self._up.set()
         self._prober: object | None = None
+        #: Slots whose latest attempt failed and that are still trying.
+        self._trying: set[object] = set()
         self._flipped = asyncio.Event()
 
     @property
@@ -40,6 +42,7 @@ class Reachability:
         """``who`` could not connect (a retryable failure): the backend is down until a connect
         succeeds. The first to fail while nobody probes becomes the prober."""
         self.reason = reason
+        self._trying.add(who)
         if not self.down:
             self._up.clear()
             self._flip()
@@ -50,6 +53,7 @@ class Reachability:
         """A connect got through: the backend is up, and every waiter may try now."""
         self.reason = ""
         self._prober = None
+        self._trying.clear()
         if self.down:
             self._up.set()
             self._flip()
@@ -59,9 +63,16 @@ class Reachability:
         return self.down and self._prober is who
 
     def leave(self, who: object) -> None:
-        """``who`` stops trying (suspended, closed, failed for good): another slot may probe."""
+        """``who`` stops trying (suspended, closed, failed for good): another slot may probe.
+        When nobody is left trying, nothing is known any more: the next slot to start tries
+        at once, and health does not stay NOT_SERVING for a backend nobody tests."""
+        self._trying.discard(who)
         if self._prober is who:
             self._prober = None
+        if self.down and not self._trying:
+            self.reason = ""
+            self._up.set()
+            self._flip()
 
     async def wait_turn(self, who: object, delay: float, patience: float) -> None:
         """Wait before ``who``'s next connect attempt.

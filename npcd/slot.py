@@ -177,6 +177,8 @@ class NpcSlot:
         self._closing = False
         self._last_rx = clock()
         self._stall_reason: str | None = None
+        #: The server said (beta `session_expired` error) that this session hit its limit.
+        self._expired = False
         #: Set while the slot holds no backend session (tests and the pool wait on it).
         self.suspended = asyncio.Event()
         #: Monotonic time of the last conversation's end (the pool suspends the idlest first).
@@ -219,6 +221,7 @@ class NpcSlot:
     def start(self) -> None:
         """Connect in the background (again, after `suspend`); `wait_ready` to know when."""
         if not self.open and not self._closing:
+            self.unreachable = False  # a new attempt: nothing known about it yet
             self._set_state(SlotState.CONNECTING)
             self.suspended.clear()
             self._task = asyncio.create_task(self._run(), name=f"npcd-slot-{self.id}")
@@ -238,10 +241,11 @@ class NpcSlot:
         if link is not None:
             with contextlib.suppress(Exception):
                 await link.close(1000, "npcd: NPC idle")
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for pending in [task, *self._tasks]:  # a rotation in flight too
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
         self._set_state(SlotState.SUSPENDED)
         self.suspended.set()
 
@@ -301,7 +305,7 @@ class NpcSlot:
         """Re-send the session config (context changed, persona reloaded, turn mode changed)."""
         if context is not None:
             self.context = dict(context)
-        if self.session.ready:
+        if self.session.ready or self._link is not None:  # live, or being started
             self.session.configure(self.config())
             await self.flush()
 
@@ -347,6 +351,7 @@ class NpcSlot:
             or self._rotating
             or self._clock() < self._rotate_at
             or self.session.response_phase is not ResponsePhase.IDLE
+            or self.session.input_in_progress
         ):
             return False
         self._rotating = True
@@ -361,6 +366,16 @@ class NpcSlot:
     # -- the reader task ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._keep_connected()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not leave the NPC silently without a session
+            _LOGGER.exception("npc %s: the session task failed", self.id)
+            self._reach.leave(self)
+            self._fail("internal error in npcd's session task; see npcd's log")
+
+    async def _keep_connected(self) -> None:
         status: StatusKind | None = None
         link: RealtimeLink | None = None
         opened = self._clock()
@@ -390,6 +405,7 @@ class NpcSlot:
             except LinkClosed as closed:
                 if self._link is not link and self._link is not None:
                     link = self._link  # rotated: the old link was closed on purpose
+                    self._stall_reason = None
                     continue
                 link = self._link = None
                 if self._closing:
@@ -401,9 +417,9 @@ class NpcSlot:
                     self.listener.on_link_lost(reason, planned=False)
                     self._fail(reason)
                     return
-                planned = stalled is None and closed.verdict.kind in (
-                    CloseClass.EXPIRED,
-                    CloseClass.NORMAL,
+                expired, self._expired = self._expired, False
+                planned = stalled is None and (
+                    expired or closed.verdict.kind in (CloseClass.EXPIRED, CloseClass.NORMAL)
                 )
                 self._set_state(SlotState.RECONNECTING)
                 if planned:
@@ -468,6 +484,8 @@ class NpcSlot:
     async def _pump(self, link: RealtimeLink) -> None:
         while True:
             frame = await link.recv()
+            if self._link is not link:
+                continue  # rotated away: late frames of the old session are not the new one's
             self._last_rx = self._clock()
             session = self.session
             try:
@@ -475,6 +493,8 @@ class NpcSlot:
             except EventError as exc:
                 _LOGGER.warning("npc %s: ignored a malformed backend event (%s)", self.id, exc.code)
                 continue
+            if isinstance(event, ev.ErrorEvent) and event.error.code == "session_expired":
+                self._expired = True  # beta: the close that follows is a rotation
             if session.queued_responses:
                 self.schedule_release()
             if session.has_outgoing:
@@ -505,11 +525,14 @@ class NpcSlot:
 
     async def _rotate(self) -> None:
         old_link, old_session = self._link, self.session
+        link: RealtimeLink | None = None
+        swapped = False
         try:
             history = old_session.history(self.options.replay_items)
+            config = self.config()
             link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
             session = RealtimeSession(self.options.backend.dialect)
-            session.configure(self.config())
+            session.configure(config)
             self._carry(old_session, session, note=False)
             async with asyncio.timeout(self.options.open_timeout_s):
                 while not session.ready:
@@ -519,15 +542,19 @@ class NpcSlot:
                     await link.send(frame)
             if (
                 self.session is not old_session
+                or self._link is not old_link
+                or self.state is not SlotState.READY
                 or old_session.response_phase is not ResponsePhase.IDLE
                 or old_session.unstarted_responses()
+                or old_session.input_in_progress
                 or old_session.history(self.options.replay_items) != history
+                or self.config() != config
             ):
                 # The conversation moved on meanwhile; try again at the next pause.
-                await link.close(1000, "npcd: rotation no longer needed")
                 self._rotate_at = self._clock()
                 return
             self._link, self.session = link, session
+            swapped = True
             self.connects += 1
             self._on_connected(session)
             self.listener.on_status(SlotStatus(StatusKind.ROTATED, "session rotated"))
@@ -538,6 +565,9 @@ class NpcSlot:
             self._rotate_at = self._clock() + 30.0
         finally:
             self._rotating = False
+            if link is not None and not swapped:
+                with contextlib.suppress(Exception):
+                    await link.close(1000, "npcd: rotation not needed")
 
     def _on_connected(self, session: RealtimeSession) -> None:
         now = self._clock()

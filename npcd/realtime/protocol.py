@@ -52,6 +52,9 @@ from npcd.realtime.values import (
 
 #: PCM16 mono 24 kHz: bytes per millisecond of output audio.
 BYTES_PER_MS = 48
+#: Items kept for the next session while the server has not echoed them (it echoes each one
+#: within a round trip; more than this means it does not echo client ids at all).
+MAX_UNCONFIRMED = 64
 
 
 class ResponsePhase(enum.Enum):
@@ -177,6 +180,12 @@ class RealtimeSession:
         self._unconfirmed: dict[str, Item] = {}
         #: event_id of each ``conversation.item.create`` -> the item id it carries.
         self._sent_items: dict[str, str] = {}
+        #: Items meant for this session only (e.g. the "after a pause" note): never replayed.
+        self._session_only: set[str] = set()
+        #: The server's VAD heard the player start and not yet stop.
+        self.speech_active = False
+        #: Base64 audio appended since the last commit or clear (push-to-talk input in flight).
+        self.pending_input = 0
         self._ids: Callable[[], int] = itertools.count(1).__next__
         self._now = 0.0
 
@@ -219,12 +228,25 @@ class RealtimeSession:
     def append_audio(self, audio_b64: str) -> None:
         """Append base64 PCM16 24 kHz (no ack comes back; see `npcd.audio.split_for_append`)."""
         self._outgoing.append(encode_append(audio_b64))
+        self.pending_input += len(audio_b64)
 
     def commit_audio(self) -> None:
+        self.pending_input = 0
         self._send(ev.InputAudioBufferCommit(), "input_audio_buffer.commit")
 
     def clear_audio(self) -> None:
+        self.pending_input = 0
         self._send(ev.InputAudioBufferClear(), "input_audio_buffer.clear")
+
+    @property
+    def input_in_progress(self) -> bool:
+        """The player is mid-utterance: speech the server's VAD is hearing, or push-to-talk
+        audio not yet committed. Replacing the session now would lose it."""
+        return self.speech_active or (not self.server_vad and self.pending_input > 0)
+
+    def clear_queued(self) -> None:
+        """Forget responses waiting to be sent (the conversation that asked for them ended)."""
+        self._queued.clear()
 
     def add_item(
         self, item: Item, previous_item_id: str | None = None, *, track: bool = True
@@ -238,12 +260,18 @@ class RealtimeSession:
             "conversation.item.create",
         )
         item_id = getattr(item, "id", None)
-        if track and item_id:
-            self._unconfirmed[item_id] = item
-            self._sent_items[event_id] = item_id
-            if len(self._sent_items) > 256:
-                for old in list(self._sent_items)[:128]:
-                    del self._sent_items[old]
+        if not item_id:
+            return
+        if not track:
+            self._session_only.add(item_id)
+            return
+        self._unconfirmed[item_id] = item
+        self._sent_items[event_id] = item_id
+        if len(self._unconfirmed) > MAX_UNCONFIRMED:  # a server that never echoes npcd's ids
+            del self._unconfirmed[next(iter(self._unconfirmed))]
+        if len(self._sent_items) > 256:
+            for old in list(self._sent_items)[:128]:
+                del self._sent_items[old]
 
     @property
     def unconfirmed_items(self) -> int:
@@ -369,6 +397,8 @@ class RealtimeSession:
         """
         out: list[Item] = []
         for item in self.items_in_order():
+            if item.id in self._session_only:
+                continue
             if item.role is Role.USER and item.text:
                 out.append(UserMessage(content=(InputText(text=item.text),)))
             elif item.role is Role.ASSISTANT and item.heard_text:
@@ -571,6 +601,17 @@ class RealtimeSession:
                 else:
                     self._queued.insert(0, (None, None))
 
+    def _on_speech_started(self, event: ev.InputAudioBufferSpeechStarted) -> None:
+        self.speech_active = True
+
+    def _on_speech_stopped(self, event: ev.InputAudioBufferSpeechStopped) -> None:
+        self.speech_active = False
+
+    def _on_input_committed(
+        self, event: ev.InputAudioBufferCommitted | ev.InputAudioBufferCleared
+    ) -> None:
+        self.pending_input = 0
+
     def _on_unknown(self, event: ev.UnknownServerEvent) -> None:
         self.unknown_events[event.type] = self.unknown_events.get(event.type, 0) + 1
 
@@ -654,4 +695,8 @@ _HANDLERS: dict[type, Callable[[RealtimeSession, object], None]] = {
     ev.RateLimitsUpdated: RealtimeSession._on_rate_limits,  # type: ignore[dict-item]
     ev.ErrorEvent: RealtimeSession._on_error,  # type: ignore[dict-item]
     ev.UnknownServerEvent: RealtimeSession._on_unknown,  # type: ignore[dict-item]
+    ev.InputAudioBufferSpeechStarted: RealtimeSession._on_speech_started,  # type: ignore[dict-item]
+    ev.InputAudioBufferSpeechStopped: RealtimeSession._on_speech_stopped,  # type: ignore[dict-item]
+    ev.InputAudioBufferCommitted: RealtimeSession._on_input_committed,  # type: ignore[dict-item]
+    ev.InputAudioBufferCleared: RealtimeSession._on_input_committed,  # type: ignore[dict-item]
 }

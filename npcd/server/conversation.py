@@ -49,7 +49,7 @@ MAX_QUEUED_AUDIO_MS = 10_000
 #: Audio held while the backend reconnects (replayed when it is back), before the oldest is
 #: dropped (and the game told so).
 MAX_HELD_AUDIO_MS = 15_000
-#: Player messages (text, triggers, commits, action results) kept while the backend
+#: Player messages (text, triggers, commits) kept while the backend
 #: reconnects; more are refused with a retryable `Error` rather than piled up.
 MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
@@ -205,6 +205,8 @@ class Conversation(SlotListener):
         #: A `Commit` made while the backend was away: done once it is back (its request id).
         self._held_commit: str | None = None
         self._kept_while_away = 0
+        #: (cause, player's end time) of the response last asked for again after a loss.
+        self._redone: tuple[int, float | None] | None = None
         self._queued_audio_ms = 0.0
         self._slow = False
         self._partial: dict[str, str] = {}
@@ -248,6 +250,7 @@ class Conversation(SlotListener):
         session = self.slot.session
         if session.response_phase is not ResponsePhase.IDLE:
             session.interrupt()
+        session.clear_queued()  # nobody is left to hear them
         session.pending_calls.clear()
         with contextlib.suppress(Exception):
             await self.slot.flush()
@@ -431,8 +434,8 @@ class Conversation(SlotListener):
         self.slot.session.report_playback(message.response_id, message.played_ms)
 
     async def _on_action_result(self, message: pb.ActionResult, request_id: str) -> None:
-        if not self._kept_for_later("action_result", request_id):
-            return
+        # Never refused while the backend is away: the NPC's pending calls bound these, and
+        # a refusal would leave the NPC to hear "timed out" for an action the game did.
         timer = self._action_timers.pop(message.call_id, None)
         if timer is not None:
             timer.cancel()
@@ -524,7 +527,11 @@ class Conversation(SlotListener):
             self._finish_turn(pb.RESPONSE_STATUS_INCOMPLETE, "session_expired", None)
         else:
             self._finish_turn(pb.RESPONSE_STATUS_FAILED, "backend_lost", None)
+        key = (turn.cause, turn.user_end)
         if not turn.out_samples and not turn.transcript and not turn.call_ids:
+            if self._redone == key:
+                return  # lost twice: the game has its FAILED and decides
+            self._redone = key
             self._user_end = turn.user_end
             overrides = (
                 self._greeting_overrides() if turn.cause == pb.RESPONSE_CAUSE_GREETING else None

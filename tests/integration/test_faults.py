@@ -205,8 +205,13 @@ async def test_session_expiring_mid_response_ends_it_once_and_rotates_silently(r
     assert_each_response_ended_once(game)
 
 
+@pytest.mark.parametrize(
+    "close_reason",
+    ["Your session hit the maximum duration of 30 minutes.", ""],
+    ids=["with-reason", "bare-close"],
+)
 async def test_beta_expiry_error_then_close_is_only_a_rotation(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, close_reason: str
 ) -> None:
     async for rig in make_rig(monkeypatch, dialect="beta"):
         async with grpc.aio.insecure_channel(rig.target) as channel:
@@ -225,7 +230,7 @@ async def test_beta_expiry_error_then_close_is_only_a_rotation(
                     },
                 }
             )
-            await rig.proxy.close_all(1001, "Your session hit the maximum duration of 30 minutes.")
+            await rig.proxy.close_all(1001, close_reason)
             assert await status(game) == pb.SESSION_STATE_ROTATED
             game.send(text=pb.TextMessage(text="what do you sell?"))
             done = await answered(game, pb.RESPONSE_CAUSE_PLAYER_TEXT)

@@ -454,11 +454,34 @@ def test_an_item_the_server_refused_is_not_replayed(pair) -> None:
     assert session.unconfirmed_items == 0 and session.history() == []
 
 
-def test_untracked_items_are_not_replayed(pair) -> None:
-    session, _ = pair
-    session.add_system_note("a note for this session only")
-    session.add_item(session.history()[0], track=False)  # the same note, untracked
-    assert session.unconfirmed_items == 1
+def test_an_item_for_this_session_only_is_never_replayed(pair) -> None:
+    from npcd.realtime.values import InputText, SystemMessage
+
+    session, server = pair
+    session.add_item(SystemMessage(content=(InputText(text="after a pause"),)), track=False)
+    item_id = sent(session)[0]["item"]["id"]
+    assert session.unconfirmed_items == 0
+    server.send(
+        ev.ConversationItemAdded(
+            event_id=eid(),
+            item=SystemMessage(id=item_id, content=(InputText(text="after a pause"),)),
+        )
+    )
+    assert session.history() == [], "echoed, and still not handed to the next session"
+
+
+def test_speech_or_uncommitted_push_to_talk_audio_is_input_in_progress(pair) -> None:
+    session, server = pair
+    assert not session.input_in_progress
+    server.send(ev.InputAudioBufferSpeechStarted(event_id=eid(), audio_start_ms=0, item_id="i"))
+    assert session.input_in_progress
+    server.send(ev.InputAudioBufferSpeechStopped(event_id=eid(), audio_end_ms=9, item_id="i"))
+    assert not session.input_in_progress, "server VAD: silence appended is not an utterance"
+    session.server_vad = False
+    session.append_audio("AAAA")
+    assert session.input_in_progress
+    session.commit_audio()
+    assert not session.input_in_progress
 
 
 def test_responses_asked_for_but_never_started_are_handed_on(pair) -> None:

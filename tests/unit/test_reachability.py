@@ -37,3 +37,14 @@ async def test_a_failure_of_ones_own_while_the_backend_is_up_is_not_a_shared_wai
     reach.failed(alone, "refused")
     reach.succeeded(object())  # another slot got through meanwhile
     await asyncio.wait_for(reach.wait_turn(alone, delay=0.0, patience=60.0), 1.0)
+
+
+async def test_when_nobody_is_left_trying_the_backend_is_no_longer_taken_for_down() -> None:
+    reach = Reachability()
+    only = object()
+    reach.failed(only, "refused")
+    flipped = asyncio.create_task(reach.changed())
+    await asyncio.sleep(0)
+    reach.leave(only)  # suspended, closed, or failed for good
+    await asyncio.wait_for(flipped, 1.0)
+    assert not reach.down
