@@ -267,3 +267,14 @@ def test_context_over_a_limit_is_refused_naming_it(context: dict[str, str], limi
 
 def test_context_within_the_limits_passes() -> None:
     check_context({f"k{i}": "v" * 100 for i in range(64)}, "start.context")
+
+
+async def test_a_session_is_not_rotated_while_the_player_is_mid_utterance() -> None:
+    slot = conversation().slot
+    slot.state = SlotState.READY
+    slot._rotate_at = 0.0  # due now
+    slot.session.speech_active = True  # the server's VAD hears the player
+    assert not slot.maybe_rotate()
+    slot.session.speech_active = False
+    assert slot.maybe_rotate(), "between utterances it goes ahead"
+    await slot.close()
