@@ -244,6 +244,24 @@ class RealtimeSession:
         audio not yet committed. Replacing the session now would lose it."""
         return self.speech_active or (not self.server_vad and self.pending_input > 0)
 
+    def withdraw_unstarted(self, tag: object) -> bool:
+        """Take back the latest response asked for with ``tag`` that has not started (its
+        cause must be redone first); False if there is none."""
+        for index in range(len(self._queued) - 1, -1, -1):
+            if self._queued[index][1] == tag:
+                del self._queued[index]
+                return True
+        response = self.response
+        if (
+            self._phase is ResponsePhase.CREATING
+            and response is not None
+            and response.tag == tag
+            and not response.cancel_requested
+        ):
+            response.cancel_requested = True  # a session that is gone: nothing to send
+            return True
+        return False
+
     def clear_queued(self) -> None:
         """Forget responses waiting to be sent (the conversation that asked for them ended)."""
         self._queued.clear()

@@ -204,6 +204,10 @@ class Conversation(SlotListener):
         self._held_dropped = False
         #: A `Commit` made while the backend was away: done once it is back (its request id).
         self._held_commit: str | None = None
+        #: Push-to-talk audio sent since the last commit the server confirmed (a copy).
+        self._sent: deque[tuple[str, float]] = deque()
+        self._sent_ms = 0.0
+        self._commit_unconfirmed = False
         self._kept_while_away = 0
         #: (cause, player's end time) of the response last asked for again after a loss.
         self._redone: tuple[int, float | None] | None = None
@@ -349,6 +353,16 @@ class Conversation(SlotListener):
             return
         self._release_held()
         self.slot.session.append_audio(encoded)
+        if self.push_to_talk:
+            self._keep_sent(encoded, ms)
+
+    def _keep_sent(self, encoded: str, ms: float) -> None:
+        """Push-to-talk: keep a copy of what the session was sent since the last commit it
+        confirmed, so a link that dies before the commit does not take the player's words."""
+        self._sent.append((encoded, ms))
+        self._sent_ms += ms
+        while self._sent_ms > MAX_HELD_AUDIO_MS:
+            self._sent_ms -= self._sent.popleft()[1]
 
     def _hold(self, encoded: str, ms: float) -> None:
         """Keep audio until the session is back (it is replayed then); past the bound the
@@ -411,7 +425,13 @@ class Conversation(SlotListener):
 
     def _commit_now(self) -> None:
         self.slot.session.commit_audio()
+        self._commit_unconfirmed = True
         self._request(pb.RESPONSE_CAUSE_PLAYER_SPEECH)
+
+    def _on_committed(self, event: ev.InputAudioBufferCommitted) -> None:
+        self._commit_unconfirmed = False
+        self._sent.clear()
+        self._sent_ms = 0.0
 
     async def _on_text(self, message: pb.TextMessage, request_id: str) -> None:
         text = message.text.strip()
@@ -514,6 +534,7 @@ class Conversation(SlotListener):
         sent plays out (no `Interrupted`); `ResponseDone` says why it stopped. If nothing of it
         had reached the game yet, it is asked for again from the next session, so the player
         still gets an answer."""
+        self._take_back_unconfirmed_audio()
         turn = self._turn
         if turn is None:
             return
@@ -538,12 +559,28 @@ class Conversation(SlotListener):
             )
             self._request(turn.cause, overrides)
 
+    def _take_back_unconfirmed_audio(self) -> None:
+        """Push-to-talk audio the lost session never confirmed committing goes back to the
+        front of the held audio, and an unconfirmed commit waits behind it (its response too),
+        so the next session hears the player's words before it answers them."""
+        if self._sent:
+            self._held.extendleft(reversed(self._sent))
+            self._held_ms += self._sent_ms
+            self._sent.clear()
+            self._sent_ms = 0.0
+        if self._commit_unconfirmed:
+            self._commit_unconfirmed = False
+            if self.slot.session.withdraw_unstarted(pb.RESPONSE_CAUSE_PLAYER_SPEECH):
+                self._held_commit = ""
+
     def _release_held(self) -> None:
         """Give the session the audio kept while it was away (oldest first)."""
         if self._held:
             session = self.slot.session
-            for held, _ in self._held:
+            for held, ms in self._held:
                 session.append_audio(held)
+                if self.push_to_talk:
+                    self._keep_sent(held, ms)
             self._held.clear()
             self._held_ms = 0.0
 
@@ -930,6 +967,7 @@ _EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
     ev.InputAudioBufferSpeechStopped: Conversation._on_speech_stopped,  # type: ignore[dict-item]
     ev.ConversationItemInputAudioTranscriptionDelta: Conversation._on_transcript_delta,  # type: ignore[dict-item]
     ev.ConversationItemInputAudioTranscriptionCompleted: Conversation._on_transcript_done,  # type: ignore[dict-item]
+    ev.InputAudioBufferCommitted: Conversation._on_committed,  # type: ignore[dict-item]
     ev.ResponseCreated: Conversation._on_response_created,  # type: ignore[dict-item]
     ev.ResponseOutputAudioDelta: Conversation._on_audio_delta,  # type: ignore[dict-item]
     ev.ResponseOutputAudioTranscriptDelta: Conversation._on_text_delta,  # type: ignore[dict-item]

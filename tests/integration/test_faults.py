@@ -164,6 +164,32 @@ async def test_push_to_talk_commit_while_reconnecting_is_answered_after(rig: Rig
     assert_each_response_ended_once(game)
 
 
+async def test_push_to_talk_words_sent_into_a_dying_link_are_answered_after(rig: Rig) -> None:
+    voice = speech_48k_f32("Do you have any healing potions for sale")
+    async with grpc.aio.insecure_channel(rig.target) as channel:
+        game = Game(
+            channel,
+            start("herbalist", input_format=F32_48K, turn_mode=pb.TURN_MODE_PUSH_TO_TALK),
+        )
+        await game.until("ready")
+        rig.proxy.blackhole(True)  # npcd still thinks the session is fine
+        for chunk in chunks(voice, 3840):
+            game.send(audio=pb.AudioChunk(data=chunk))
+        game.send(commit=pb.Commit())
+        assert await status(game) == pb.SESSION_STATE_RECONNECTING
+        rig.proxy.blackhole(False)
+        assert await status(game) == pb.SESSION_STATE_RESUMED
+        await answered(game, pb.RESPONSE_CAUSE_PLAYER_SPEECH)
+        heard = [t for t in game.of("player_transcript") if t.is_final]
+        while not heard:
+            if (await game.until("player_transcript")).is_final:
+                heard = [t for t in game.of("player_transcript") if t.is_final]
+        game.end()
+    assert "potion" in heard[0].text.lower(), "the words sent into the void were replayed"
+    assert not game.of("error")
+    assert_each_response_ended_once(game)
+
+
 async def test_action_result_sent_while_reconnecting_reaches_the_npc(rig: Rig) -> None:
     async with grpc.aio.insecure_channel(rig.target) as channel:
         game = Game(channel, start("gate_guard"))
