@@ -177,8 +177,6 @@ class NpcSlot:
         self._closing = False
         self._last_rx = clock()
         self._stall_reason: str | None = None
-        #: The server said (beta `session_expired` error) that this session hit its limit.
-        self._expired = False
         #: Set while the slot holds no backend session (tests and the pool wait on it).
         self.suspended = asyncio.Event()
         #: Monotonic time of the last conversation's end (the pool suspends the idlest first).
@@ -417,9 +415,9 @@ class NpcSlot:
                     self.listener.on_link_lost(reason, planned=False)
                     self._fail(reason)
                     return
-                expired, self._expired = self._expired, False
                 planned = stalled is None and (
-                    expired or closed.verdict.kind in (CloseClass.EXPIRED, CloseClass.NORMAL)
+                    self.session.expired
+                    or closed.verdict.kind in (CloseClass.EXPIRED, CloseClass.NORMAL)
                 )
                 self._set_state(SlotState.RECONNECTING)
                 if planned:
@@ -442,9 +440,7 @@ class NpcSlot:
         else:
             async with self._gate:  # the pool bounds how many slots connect at once
                 link = await RealtimeLink.open(self.backend, open_timeout=timeout)
-        session = RealtimeSession(self.options.backend.dialect)
-        session.configure(self.config())
-        self._carry(self.session, session, note=True)
+        session = self._successor(self.config(), note=True)
         self._link, self.session = link, session
         self._pending_status = status
         await self.flush()
@@ -469,9 +465,13 @@ class NpcSlot:
         await self.flush()  # what the listener gave the new session (held audio, a commit)
         return link
 
-    def _carry(self, old: RealtimeSession, new: RealtimeSession, *, note: bool) -> None:
-        """Give ``new`` what ``old`` held: the conversation (with input never acknowledged),
-        calls the game has yet to answer, and responses asked for that never started."""
+    def _successor(self, config: SessionConfig, *, note: bool) -> RealtimeSession:
+        """A new session state, configured and given what the current one holds: the
+        conversation (with input never acknowledged), calls the game has yet to answer, and
+        responses asked for that never started."""
+        old = self.session
+        new = RealtimeSession(self.options.backend.dialect)
+        new.configure(config)
         history = old.history(self.options.replay_items)
         for item in history:
             new.add_item(item)
@@ -480,6 +480,7 @@ class NpcSlot:
         new.pending_calls.update(old.pending_calls)
         for overrides, tag in old.unstarted_responses():
             new.request_response(overrides, tag, now=self._clock())
+        return new
 
     async def _pump(self, link: RealtimeLink) -> None:
         while True:
@@ -493,8 +494,6 @@ class NpcSlot:
             except EventError as exc:
                 _LOGGER.warning("npc %s: ignored a malformed backend event (%s)", self.id, exc.code)
                 continue
-            if isinstance(event, ev.ErrorEvent) and event.error.code == "session_expired":
-                self._expired = True  # beta: the close that follows is a rotation
             if session.queued_responses:
                 self.schedule_release()
             if session.has_outgoing:
@@ -531,9 +530,7 @@ class NpcSlot:
             history = old_session.history(self.options.replay_items)
             config = self.config()
             link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
-            session = RealtimeSession(self.options.backend.dialect)
-            session.configure(config)
-            self._carry(old_session, session, note=False)
+            session = self._successor(config, note=False)
             async with asyncio.timeout(self.options.open_timeout_s):
                 while not session.ready:
                     session.receive(await link.recv(), self._clock())

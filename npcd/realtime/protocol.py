@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from npcd.realtime import events as ev
 from npcd.realtime.codec import decode_server, encode_append, encode_client
-from npcd.realtime.policy import ErrorVerdict, RateLimits, classify_error
+from npcd.realtime.policy import ErrorClass, ErrorVerdict, RateLimits, classify_error
 from npcd.realtime.values import (
     AssistantMessage,
     Dialect,
@@ -182,6 +182,9 @@ class RealtimeSession:
         self._sent_items: dict[str, str] = {}
         #: Items meant for this session only (e.g. the "after a pause" note): never replayed.
         self._session_only: set[str] = set()
+        #: The server said (beta: an error ``session_expired``) that the session hit its time
+        #: limit: the close that follows is a planned end, not a failure.
+        self.expired = False
         #: The server's VAD heard the player start and not yet stop.
         self.speech_active = False
         #: Base64 audio appended since the last commit or clear (push-to-talk input in flight).
@@ -602,6 +605,8 @@ class RealtimeSession:
         caused_by = self._sent_kinds.get(detail.event_id or "")
         self.errors.append(ServerError(event, verdict, caused_by))
         del self.errors[:-50]
+        if verdict.kind is ErrorClass.EXPIRED:
+            self.expired = True
         if caused_by == "conversation.item.create":
             # Refused: resending it to the next session would be refused again.
             self._unconfirmed.pop(self._sent_items.pop(detail.event_id or "", ""), None)

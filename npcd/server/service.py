@@ -243,12 +243,7 @@ async def _read(
     try:
         async for request in requests:
             if isinstance(request, MalformedMessage):
-                _LOGGER.warning(
-                    "conversation %s: a client message of %d bytes did not parse; stream ended "
-                    "with INVALID_ARGUMENT",
-                    conversation.id,
-                    request.size,
-                )
+                _log_malformed(request)
                 raise InvalidRequest(request.reason)
             if not await conversation.handle(request):
                 break
@@ -264,8 +259,12 @@ async def _read(
     conversation.finish()
 
 
-async def _refuse_malformed(context: grpc.aio.ServicerContext, message: MalformedMessage) -> None:
+def _log_malformed(message: MalformedMessage) -> None:
     _LOGGER.warning("a client message of %d bytes did not parse: INVALID_ARGUMENT", message.size)
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, message: MalformedMessage) -> None:
+    _log_malformed(message)
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message.reason)
 
 

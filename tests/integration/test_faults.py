@@ -114,6 +114,23 @@ async def answered(game: Game, cause: int) -> pb.ResponseDone:
     return done
 
 
+PUSH_TO_TALK = start("herbalist", input_format=F32_48K, turn_mode=pb.TURN_MODE_PUSH_TO_TALK)
+
+
+def say_and_commit(game: Game) -> None:
+    """A push-to-talk question, key held then released, as 20 ms chunks of 48 kHz float32."""
+    for chunk in chunks(speech_48k_f32("Do you have any healing potions for sale"), 3840):
+        game.send(audio=pb.AudioChunk(data=chunk))
+    game.send(commit=pb.Commit())
+
+
+async def final_transcript(game: Game) -> str:
+    """The player's recognised words (they may come after the NPC's answer)."""
+    while not (heard := [t.text for t in game.of("player_transcript") if t.is_final]):
+        await game.until("player_transcript")
+    return str(heard[0])
+
+
 # -- 1: player input while the backend is away is kept, not lost ---------------------------------
 
 
@@ -139,53 +156,35 @@ async def test_text_and_trigger_sent_while_the_backend_is_down_are_answered_when
 
 
 async def test_push_to_talk_commit_while_reconnecting_is_answered_after(rig: Rig) -> None:
-    voice = speech_48k_f32("Do you have any healing potions for sale")
     async with grpc.aio.insecure_channel(rig.target) as channel:
-        game = Game(
-            channel,
-            start("herbalist", input_format=F32_48K, turn_mode=pb.TURN_MODE_PUSH_TO_TALK),
-        )
+        game = Game(channel, PUSH_TO_TALK)
         await game.until("ready")
         await rig.proxy.go_down()
         assert await status(game) == pb.SESSION_STATE_RECONNECTING
-        for chunk in chunks(voice, 3840):
-            game.send(audio=pb.AudioChunk(data=chunk))
-        game.send(commit=pb.Commit())
+        say_and_commit(game)
         await rig.proxy.come_up()
         assert await status(game) == pb.SESSION_STATE_RESUMED
         await answered(game, pb.RESPONSE_CAUSE_PLAYER_SPEECH)
-        heard = [t for t in game.of("player_transcript") if t.is_final]
-        while not heard:  # the transcript may come after the answer
-            if (await game.until("player_transcript")).is_final:
-                heard = [t for t in game.of("player_transcript") if t.is_final]
+        heard = await final_transcript(game)
         game.end()
-    assert "potion" in heard[0].text.lower()
+    assert "potion" in heard.lower()
     assert not game.of("error")
     assert_each_response_ended_once(game)
 
 
 async def test_push_to_talk_words_sent_into_a_dying_link_are_answered_after(rig: Rig) -> None:
-    voice = speech_48k_f32("Do you have any healing potions for sale")
     async with grpc.aio.insecure_channel(rig.target) as channel:
-        game = Game(
-            channel,
-            start("herbalist", input_format=F32_48K, turn_mode=pb.TURN_MODE_PUSH_TO_TALK),
-        )
+        game = Game(channel, PUSH_TO_TALK)
         await game.until("ready")
         rig.proxy.blackhole(True)  # npcd still thinks the session is fine
-        for chunk in chunks(voice, 3840):
-            game.send(audio=pb.AudioChunk(data=chunk))
-        game.send(commit=pb.Commit())
+        say_and_commit(game)
         assert await status(game) == pb.SESSION_STATE_RECONNECTING
         rig.proxy.blackhole(False)
         assert await status(game) == pb.SESSION_STATE_RESUMED
         await answered(game, pb.RESPONSE_CAUSE_PLAYER_SPEECH)
-        heard = [t for t in game.of("player_transcript") if t.is_final]
-        while not heard:
-            if (await game.until("player_transcript")).is_final:
-                heard = [t for t in game.of("player_transcript") if t.is_final]
+        heard = await final_transcript(game)
         game.end()
-    assert "potion" in heard[0].text.lower(), "the words sent into the void were replayed"
+    assert "potion" in heard.lower(), "the words sent into the void were replayed"
     assert not game.of("error")
     assert_each_response_ended_once(game)
 

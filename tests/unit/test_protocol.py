@@ -436,21 +436,22 @@ def test_items_sent_but_never_echoed_are_kept_for_the_next_session(pair) -> None
     assert texts.count("second line") == 1
 
 
-def test_an_item_the_server_refused_is_not_replayed(pair) -> None:
-    session, server = pair
-    session.add_user_text("refused")
-    frame = sent(session)[0]
+def refuse(server: Server, frame: dict[str, Any], code: str) -> None:
+    """The server's error for the client event ``frame``."""
     server.send(
         ev.ErrorEvent(
             event_id=eid(),
             error=ErrorDetail(
-                type="invalid_request_error",
-                code="invalid_value",
-                message="bad item",
-                event_id=frame["event_id"],
+                type="invalid_request_error", code=code, message=code, event_id=frame["event_id"]
             ),
         )
     )
+
+
+def test_an_item_the_server_refused_is_not_replayed(pair) -> None:
+    session, server = pair
+    session.add_user_text("refused")
+    refuse(server, sent(session)[0], "invalid_value")
     assert session.unconfirmed_items == 0 and session.history() == []
 
 
@@ -508,16 +509,5 @@ def test_a_refused_create_keeps_its_overrides_when_it_waits_for_the_servers_resp
     session, server = pair
     overrides = ResponseOverrides(instructions="greet")
     session.request_response(overrides, tag="greeting")
-    frame = sent(session)[0]
-    server.send(
-        ev.ErrorEvent(
-            event_id=eid(),
-            error=ErrorDetail(
-                type="invalid_request_error",
-                code="conversation_already_has_active_response",
-                message="busy",
-                event_id=frame["event_id"],
-            ),
-        )
-    )
+    refuse(server, sent(session)[0], "conversation_already_has_active_response")
     assert session.unstarted_responses() == [(overrides, "greeting")]
