@@ -39,6 +39,7 @@ from npcd.localbackend.session import BackendSession, Engines
 from npcd.personas.model import Persona
 from npcd.realtime import events as ev
 from npcd.realtime.codec import encode_server
+from npcd.realtime.extensions import PHONEMES_QUERY
 from npcd.realtime.values import Dialect, ErrorDetail
 
 _LOGGER = logging.getLogger(__name__)
@@ -233,7 +234,8 @@ class LocalBackend:
             await ws.send(encode_server(error, Dialect.GA))
             await ws.close(4000, "beta_api_shape_disabled")
             return
-        model = parse_qs(urlsplit(request.path).query).get("model", [self.options.model])[0]
+        query = parse_qs(urlsplit(request.path).query)
+        model = query.get("model", [self.options.model])[0]
         self.sessions += 1
         session = BackendSession(
             ws.send,
@@ -242,6 +244,7 @@ class LocalBackend:
             engines=self.engines,
             personas=self.personas,
             expires_at=int(time.time() + self.options.max_session_s),
+            phoneme_events=query.get(PHONEMES_QUERY, [""])[0] == "1",
         )
         expiry = asyncio.get_running_loop().call_later(
             self.options.max_session_s, lambda: asyncio.ensure_future(self._expire(ws, dialect))

@@ -30,6 +30,7 @@ from npcd.localbackend.engines.vad import SpeechStarted, VadSegmenter
 from npcd.personas.model import Persona
 from npcd.realtime import events as ev
 from npcd.realtime.codec import decode_client, encode_server, server_event_supported
+from npcd.realtime.extensions import phonemes_event
 from npcd.realtime.values import (
     AssistantMessage,
     AudioFormat,
@@ -165,8 +166,11 @@ class BackendSession:
         engines: Engines,
         personas: dict[str, Persona],
         expires_at: int,
+        phoneme_events: bool = False,
     ) -> None:
         self._send_text = send
+        #: The client asked for `npcd.realtime.extensions.PHONEMES_EVENT`s (lip-sync timing).
+        self.phoneme_events = phoneme_events
         self.dialect = dialect
         self.engines = engines
         self.personas = personas
@@ -704,6 +708,14 @@ class BackendSession:
                 if response.cancel.is_set():
                     continue
                 speech: SpeechChunk = chunk  # type: ignore[assignment]
+                if self.phoneme_events and speech.phonemes:
+                    await self._emit(
+                        phonemes_event(
+                            self._eid(),
+                            phonemes=[(p.audio_ms, p.phoneme) for p in speech.phonemes],
+                            **loc,
+                        )
+                    )
                 for offset in range(0, len(speech.pcm), MAX_DELTA_BYTES):
                     piece = speech.pcm[offset : offset + MAX_DELTA_BYTES]
                     state.audio_bytes += len(piece)

@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import orjson
 
 from npcd.config import Secret
+from npcd.realtime.extensions import PHONEMES_QUERY
 from npcd.realtime.values import Dialect
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -52,6 +53,9 @@ class Backend:
     organization: str | None = None
     project: str | None = None
     azure_api_version: str = AZURE_PREVIEW_API_VERSION
+    #: Ask for the local backend's phoneme timing (`npcd.realtime.extensions`); npcd sets it
+    #: only for the embedded backend, never for a provider that does not know it.
+    phoneme_events: bool = False
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.base_url).scheme
@@ -82,6 +86,8 @@ def websocket_url(backend: Backend) -> str:
             path = "/openai/realtime"
     else:
         query = {"model": backend.model}
+        if backend.phoneme_events:
+            query[PHONEMES_QUERY] = "1"
         path = f"{path}/realtime"
     return urlunsplit((ws_scheme, netloc, path, urlencode(query), ""))
 

@@ -72,7 +72,13 @@ async def build_backend(
             BackendOptions(api_keys=(key,), max_session_s=settings.local_session_s),
         )
         await local.start()
-        backend = Backend(Provider.COMPATIBLE, local.base_url, api_key=Secret(key), dialect=dialect)
+        backend = Backend(
+            Provider.COMPATIBLE,
+            local.base_url,
+            api_key=Secret(key),
+            dialect=dialect,
+            phoneme_events=True,
+        )
         return backend, local
     if settings.backend == "openai":
         return Backend(

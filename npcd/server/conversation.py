@@ -31,8 +31,12 @@ import orjson
 
 from npcd import audio
 from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError
+from npcd.lipsync.stream import VisemeStream, acoustic_visemes
+from npcd.lipsync.timeline import DEFAULT_FPS, Frame, frame_runs
+from npcd.lipsync.visemes import OVR_VISEMES
 from npcd.personas.prompt import render_greeting, render_instructions
 from npcd.realtime import events as ev
+from npcd.realtime.extensions import parse_phonemes
 from npcd.realtime.policy import ErrorClass
 from npcd.realtime.protocol import ResponsePhase
 from npcd.realtime.values import ResponseOverrides
@@ -53,6 +57,8 @@ MAX_HELD_AUDIO_MS = 15_000
 #: reconnects; more are refused with a retryable `Error` rather than piled up.
 MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
+MIN_VISEME_FPS = 10
+MAX_VISEME_FPS = 120
 
 #: Game context limits (`Start.context` with `ContextUpdate`s applied, and `Trigger.params`).
 #: Context is rendered into the NPC's instructions on every change, so it must stay small.
@@ -151,6 +157,8 @@ class _Turn:
     played_ms: int | None = None
     played_all: bool = False
     call_ids: list[str] = field(default_factory=list)
+    #: Lip-sync frames of this response (capability `visemes`, audio responses only).
+    visemes: VisemeStream | None = None
 
 
 class Conversation(SlotListener):
@@ -168,16 +176,23 @@ class Conversation(SlotListener):
         self.in_format = audio_format(start.input_format, "start.input_format")
         self.out_format = audio_format(start.output_format, "start.output_format")
         caps = start.capabilities
+        modalities = {m for m in start.output_modalities if m != pb.MODALITY_UNSPECIFIED}
+        if modalities - {pb.MODALITY_AUDIO, pb.MODALITY_TEXT}:
+            raise InvalidRequest("start.output_modalities: unknown value")
+        self.text_only = modalities == {pb.MODALITY_TEXT}
+        if start.viseme_fps and not MIN_VISEME_FPS <= start.viseme_fps <= MAX_VISEME_FPS:
+            raise InvalidRequest(
+                f"start.viseme_fps: {MIN_VISEME_FPS} to {MAX_VISEME_FPS}, or 0 for "
+                f"{DEFAULT_FPS}; got {start.viseme_fps}"
+            )
+        self.viseme_fps = start.viseme_fps or DEFAULT_FPS
         self.caps = pb.Capabilities(
             transcripts=caps.transcripts,
             actions=caps.actions,
             vad_events=caps.vad_events,
             latency_reports=caps.latency_reports,
+            visemes=caps.visemes,
         )
-        modalities = {m for m in start.output_modalities if m != pb.MODALITY_UNSPECIFIED}
-        if modalities - {pb.MODALITY_AUDIO, pb.MODALITY_TEXT}:
-            raise InvalidRequest("start.output_modalities: unknown value")
-        self.text_only = modalities == {pb.MODALITY_TEXT}
         self.push_to_talk = start.turn_mode == pb.TURN_MODE_PUSH_TO_TALK or (
             start.turn_mode == pb.TURN_MODE_UNSPECIFIED
             and slot.persona.persona.turn_detection.type == "none"
@@ -223,6 +238,9 @@ class Conversation(SlotListener):
         self._silenced: set[str] = set()
         #: Most audio one outgoing message carries when queued chunks are joined.
         self._merge_bytes = self.out_format.bytes_for_ms(MAX_MERGED_MS)
+        #: The closing `sil` frames of interrupted responses: the only frames of theirs that
+        #: still leave (by identity: they are queued behind the `Interrupted`).
+        self._closing_frames: set[int] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -244,6 +262,8 @@ class Conversation(SlotListener):
             output_format=format_message(self.out_format),
             capabilities=self.caps,
             turn_mode=turn_mode,
+            viseme_names=OVR_VISEMES if self.caps.visemes else (),
+            viseme_fps=self.viseme_fps if self.caps.visemes else 0,
         )
 
     async def close(self) -> None:
@@ -290,11 +310,18 @@ class Conversation(SlotListener):
             self._queued_audio_ms -= self.out_format.duration_ms(len(chunk.data))
             if chunk.response_id in self._silenced:
                 return None
-            more = self.out.take_audio(chunk.response_id, self._merge_bytes - len(chunk.data))
+            more, runs = self.out.take_audio(chunk.response_id, self._merge_bytes - len(chunk.data))
             if more:
                 datas = [m.audio.data for m in more]
                 self._queued_audio_ms -= sum(self.out_format.duration_ms(len(d)) for d in datas)
                 chunk.data = b"".join([chunk.data, *datas])
+            if runs:
+                self.out.push_front(self._joined_runs(runs))
+        elif kind == "viseme":
+            if message.viseme.response_id in self._silenced:
+                if id(message) not in self._closing_frames:
+                    return None
+                self._closing_frames.discard(id(message))
         elif kind == "response_done":
             response_id = message.response_done.response_id
             self._silenced.discard(response_id)  # nothing of it can follow its ResponseDone
@@ -302,6 +329,22 @@ class Conversation(SlotListener):
             if finished is not None:
                 message.response_done.latency.CopyFrom(self._latency(finished))
         return message
+
+    def _joined_runs(self, runs: list[pb.ConverseResponse]) -> list[object]:
+        """Viseme runs that continue each other on the frame grid, joined into one message."""
+        step = 1000 / self.viseme_fps
+        width = len(OVR_VISEMES)
+        joined: list[object] = [runs[0]]
+        head = runs[0].viseme
+        for message in runs[1:]:
+            run = message.viseme
+            expected = head.start_ms + len(head.weights) // width * step
+            if abs(run.start_ms - expected) <= 1:
+                head.weights.extend(run.weights)
+            else:
+                joined.append(message)
+                head = run
+        return joined
 
     def note_sent(self, message: pb.ConverseResponse) -> None:
         """Latency bookkeeping: the first output of a turn has reached gRPC."""
@@ -649,6 +692,8 @@ class Conversation(SlotListener):
         )
         response_id = event.response.id or f"resp_{uuid.uuid4().hex[:12]}"
         self._turn = _Turn(response_id, cause, self._clock(), self._user_end)
+        if self.caps.visemes and not self.text_only:
+            self._turn.visemes = VisemeStream(self.viseme_fps, acoustic_visemes)
         self._user_end = None
         self._out.reset()
         self._emit(
@@ -663,8 +708,18 @@ class Conversation(SlotListener):
             return
         if turn.first_backend is None:
             turn.first_backend = self._clock()
-        data = self._out.convert(audio.b64decode(event.delta))
-        self._send_audio(turn, data)
+        pcm = audio.b64decode(event.delta)
+        self._send_audio(turn, self._out.convert(pcm))
+        if turn.visemes is not None:
+            self._send_visemes(turn, turn.visemes.audio(event.item_id, pcm))
+
+    def _on_extension(self, event: ev.UnknownServerEvent) -> None:
+        timing = parse_phonemes(event)
+        turn = self._turn
+        if timing is None or turn is None or turn.visemes is None or turn.interrupted:
+            return
+        if timing.response_id == turn.id:
+            turn.visemes.phonemes(timing.item_id, timing.phonemes)
 
     def _on_text_delta(
         self, event: ev.ResponseOutputAudioTranscriptDelta | ev.ResponseOutputTextDelta
@@ -719,6 +774,8 @@ class Conversation(SlotListener):
         tail = self._out.flush()
         if tail and not turn.interrupted:
             self._send_audio(turn, tail)
+        if turn.visemes is not None and not turn.interrupted:
+            self._send_visemes(turn, turn.visemes.finish())
         status = event.response.status or "completed"
         reason = (
             event.response.status_details.reason
@@ -810,6 +867,15 @@ class Conversation(SlotListener):
         elif self._queued_audio_ms < MAX_QUEUED_AUDIO_MS / 2:
             self._slow = False
 
+    def _send_visemes(self, turn: _Turn, frames: list[Frame]) -> None:
+        """Frames as runs on the frame grid: one message per run (per audio chunk, usually)."""
+        for start_ms, weights in frame_runs(frames, self.viseme_fps):
+            self._emit(
+                pb.ConverseResponse(
+                    viseme=pb.VisemeFrame(response_id=turn.id, start_ms=start_ms, weights=weights)
+                )
+            )
+
     def _barge_in_target(self) -> _Turn | None:
         """The turn the player is hearing: the one in progress, or the last one while the game
         says it is still playing it (its cursor is short of the audio sent)."""
@@ -851,15 +917,21 @@ class Conversation(SlotListener):
         game is told where the NPC's memory of it ends (all it was sent, if not cut)."""
         turn.interrupted = True
         self._silenced.add(turn.id)
+        at_ms = cut_ms if cut_ms is not None else self._ms(turn.out_samples)
         self._emit(
             pb.ConverseResponse(
-                interrupted=pb.Interrupted(
-                    response_id=turn.id,
-                    cause=cause,
-                    truncated_at_ms=cut_ms if cut_ms is not None else self._ms(turn.out_samples),
-                )
+                interrupted=pb.Interrupted(response_id=turn.id, cause=cause, truncated_at_ms=at_ms)
             )
         )
+        if turn.visemes is not None:
+            closing = turn.visemes.cut(at_ms)
+            message = pb.ConverseResponse(
+                viseme=pb.VisemeFrame(
+                    response_id=turn.id, start_ms=closing.start_ms, weights=closing.weights
+                )
+            )
+            self._closing_frames.add(id(message))
+            self._emit(message)
 
     def _finish_turn(
         self, status: pb.ResponseStatus.ValueType, reason: str, event: ev.ResponseDone | None
@@ -975,6 +1047,7 @@ _EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
     ev.ResponseFunctionCallArgumentsDone: Conversation._on_call_done,  # type: ignore[dict-item]
     ev.ResponseDone: Conversation._on_response_done,  # type: ignore[dict-item]
     ev.ErrorEvent: Conversation._on_error,  # type: ignore[dict-item]
+    ev.UnknownServerEvent: Conversation._on_extension,  # type: ignore[dict-item]
 }
 
 _REQUEST_HANDLERS: dict[str, Callable[[Conversation, Any, str], Awaitable[bool | None]]] = {

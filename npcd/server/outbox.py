@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 
 from npcd.v1 import npcd_pb2 as pb
 
@@ -43,19 +44,34 @@ class Outbox:
                 self._waiter = None
         return self._items.popleft()
 
-    def take_audio(self, response_id: str, room: int) -> list[pb.ConverseResponse]:
+    def push_front(self, items: Sequence[object]) -> None:
+        """Put ``items`` back at the head, in order: they leave next."""
+        self._items.extendleft(reversed(items))
+
+    def take_audio(
+        self, response_id: str, room: int
+    ) -> tuple[list[pb.ConverseResponse], list[pb.ConverseResponse]]:
         """Remove and return the audio chunks of ``response_id`` at the head of the queue, up to
-        ``room`` bytes in all; stops at the first message of any other kind."""
-        taken: list[pb.ConverseResponse] = []
+        ``room`` bytes in all, and the viseme runs of that response between them (they follow
+        their audio); stops at the first message of any other kind or response."""
+        audio: list[pb.ConverseResponse] = []
+        visemes: list[pb.ConverseResponse] = []
         items = self._items
         while items:
             head = items[0]
-            if not isinstance(head, pb.ConverseResponse) or head.WhichOneof("kind") != "audio":
+            if not isinstance(head, pb.ConverseResponse):
+                break
+            kind = head.WhichOneof("kind")
+            if kind == "viseme" and head.viseme.response_id == response_id:
+                visemes.append(head)
+                items.popleft()
+                continue
+            if kind != "audio":
                 break
             chunk = head.audio
             if chunk.response_id != response_id or len(chunk.data) > room:
                 break
             room -= len(chunk.data)
-            taken.append(head)
+            audio.append(head)
             items.popleft()
-        return taken
+        return audio, visemes

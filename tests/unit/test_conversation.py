@@ -18,9 +18,11 @@ import pytest
 from npcd import audio
 from npcd.config import Secret
 from npcd.errors import InvalidRequest
+from npcd.lipsync.visemes import OVR_VISEMES
 from npcd.personas import load_directory
 from npcd.realtime import events as ev
 from npcd.realtime.endpoints import Backend, Provider
+from npcd.realtime.extensions import phonemes_event
 from npcd.realtime.values import Response
 from npcd.server.conversation import (
     MAX_HELD_AUDIO_MS,
@@ -38,22 +40,37 @@ def chunk(response_id: str, data: bytes) -> pb.ConverseResponse:
     return pb.ConverseResponse(audio=pb.NpcAudio(response_id=response_id, data=data))
 
 
+def frames(response_id: str, start_ms: int) -> pb.ConverseResponse:
+    return pb.ConverseResponse(
+        viseme=pb.VisemeFrame(response_id=response_id, start_ms=start_ms, weights=[1.0] * 15)
+    )
+
+
 def test_take_audio_stops_at_another_response_another_kind_or_the_size_limit() -> None:
     box = Outbox()
     for item in (
         chunk("r1", b"a" * 4),
+        frames("r1", 0),
         chunk("r1", b"b" * 4),
+        frames("r1", 17),
         chunk("r2", b"c" * 4),
+        frames("r2", 0),
         pb.ConverseResponse(response_done=pb.ResponseDone(response_id="r2")),
         chunk("r2", b"d" * 4),
     ):
         box.put(item)
-    assert [m.audio.data for m in box.take_audio("r1", 100)] == [b"a" * 4, b"b" * 4]
-    assert box.take_audio("r1", 100) == [], "r2's audio stays r2's"
-    assert box.take_audio("r2", 3) == [], "too big for the room left"
-    assert [m.audio.data for m in box.take_audio("r2", 4)] == [b"c" * 4]
-    assert box.take_audio("r2", 100) == [], "not past the ResponseDone"
+    audio, visemes = box.take_audio("r1", 100)
+    assert [m.audio.data for m in audio] == [b"a" * 4, b"b" * 4]
+    assert [m.viseme.start_ms for m in visemes] == [0, 17], "the runs between them come along"
+    assert box.take_audio("r1", 100) == ([], []), "r2's audio stays r2's"
+    assert box.take_audio("r2", 3) == ([], []), "too big for the room left"
+    audio, visemes = box.take_audio("r2", 4)
+    assert [m.audio.data for m in audio] == [b"c" * 4]
+    assert len(visemes) == 1
+    assert box.take_audio("r2", 100) == ([], []), "not past the ResponseDone"
     assert len(box) == 2
+    box.push_front(visemes)
+    assert len(box) == 3
 
 
 async def test_get_waits_for_a_put() -> None:
@@ -78,14 +95,16 @@ async def test_a_cancelled_get_leaves_the_outbox_usable() -> None:
 
 
 def conversation(
-    clock: Callable[[], float] = time.perf_counter, output_format: pb.AudioFormat | None = None
+    clock: Callable[[], float] = time.perf_counter,
+    output_format: pb.AudioFormat | None = None,
+    capabilities: pb.Capabilities | None = None,
 ) -> Conversation:
     """A conversation on an NPC slot that is never connected: only its state is exercised."""
     persona = load_directory(SAMPLES).personas["blacksmith"]
     backend = Backend(Provider.COMPATIBLE, "ws://127.0.0.1:9/v1", api_key=Secret("sk-test-0"))
     start = pb.Start(
         character_id="blacksmith",
-        capabilities=pb.Capabilities(latency_reports=True),
+        capabilities=capabilities or pb.Capabilities(latency_reports=True),
         output_format=output_format,
     )
     return Conversation(NpcSlot(persona, SlotOptions(backend)), start, clock=clock)
@@ -278,3 +297,84 @@ async def test_a_session_is_not_rotated_while_the_player_is_mid_utterance() -> N
     slot.session.speech_active = False
     assert slot.maybe_rotate(), "between utterances it goes ahead"
     await slot.close()
+
+
+def phonemes(response_id: str, timing: list[tuple[int, str]]) -> ev.UnknownServerEvent:
+    return phonemes_event(
+        "e",
+        response_id=response_id,
+        item_id="item_1",
+        output_index=0,
+        content_index=0,
+        phonemes=timing,
+    )
+
+
+def viseme_frames(sent: list[pb.ConverseResponse]) -> list[tuple[float, str]]:
+    """(ms, dominant viseme) of every frame sent, at 60 fps."""
+    out = []
+    for message in sent:
+        if message.WhichOneof("kind") == "viseme":
+            run = message.viseme
+            n = len(OVR_VISEMES)
+            for i in range(len(run.weights) // n):
+                weights = run.weights[i * n : (i + 1) * n]
+                best = max(range(n), key=weights.__getitem__)
+                out.append((run.start_ms + i * 1000 / 60, OVR_VISEMES[best]))
+    return out
+
+
+async def test_backend_phonemes_drive_the_frames_and_backlogged_runs_join_their_audio() -> None:
+    conv = conversation(capabilities=pb.Capabilities(visemes=True))
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    # "map": /m/ at 0, /æ/ at 100, /p/ at 250, then a pause at 300; 20 ms deltas, 400 ms.
+    conv.on_event(phonemes("resp_1", [(0, "m"), (100, "ˈæ"), (250, "p"), (300, "")]))
+    for _ in range(20):
+        conv.on_event(delta("resp_1", bytes(960)))
+    conv.on_event(
+        ev.ResponseDone(event_id="e1", response=Response(id="resp_1", status="completed"))
+    )
+    sent = await drain(conv)
+    kinds = [m.WhichOneof("kind") for m in sent]
+    assert kinds == ["response_started", "audio", "viseme", "audio", "viseme", "response_done"], (
+        "each merged audio message is followed by its frames, joined into one run"
+    )
+    frames = viseme_frames(sent)
+
+    def shape_at(ms: float) -> str:
+        return [shape for t, shape in frames if t <= ms][-1]
+
+    assert [shape_at(ms) for ms in (40, 180, 275, 360)] == ["PP", "aa", "PP", "sil"]
+    assert frames[-1][1] == "sil" and abs(frames[-1][0] - 400) <= 1 and frames[0][0] == 0
+    assert all(b - a <= 1000 / 60 + 1 for (a, _), (b, _) in zip(frames, frames[1:], strict=False))
+
+
+async def test_an_interrupt_mid_response_drops_its_frames_and_sends_one_closing_frame() -> None:
+    conv = conversation(capabilities=pb.Capabilities(visemes=True))
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    conv.on_event(phonemes("resp_1", [(0, "m"), (100, "ˈæ"), (250, "p"), (300, "")]))
+    for _ in range(10):
+        conv.on_event(delta("resp_1", bytes(960)))
+    assert await conv.handle(
+        pb.ConverseRequest(playback=pb.PlaybackProgress(response_id="resp_1", played_ms=120))
+    )
+    assert await conv.handle(pb.ConverseRequest(interrupt=pb.Interrupt()))
+    conv.on_event(delta("resp_1", bytes(960)))  # late audio of the cut response
+    conv.on_event(
+        ev.ResponseDone(event_id="e1", response=Response(id="resp_1", status="cancelled"))
+    )
+    sent = await drain(conv)
+    kinds = [m.WhichOneof("kind") for m in sent]
+    assert kinds == ["response_started", "interrupted", "viseme", "response_done"]
+    closing = sent[2].viseme
+    assert closing.start_ms == sent[1].interrupted.truncated_at_ms > 0
+    assert list(closing.weights) == [1.0] + [0.0] * (len(OVR_VISEMES) - 1)
+
+
+def test_a_viseme_rate_out_of_range_is_refused() -> None:
+    persona = load_directory(SAMPLES).personas["blacksmith"]
+    backend = Backend(Provider.COMPATIBLE, "ws://127.0.0.1:9/v1", api_key=Secret("sk-test-0"))
+    slot = NpcSlot(persona, SlotOptions(backend))
+    for fps in (9, 121):
+        with pytest.raises(InvalidRequest, match="viseme_fps"):
+            Conversation(slot, pb.Start(character_id="blacksmith", viseme_fps=fps))

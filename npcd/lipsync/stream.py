@@ -1,0 +1,105 @@
+"""One response's viseme frames, from the best source it has, cut where the player cut in.
+
+The source is decided by the response's first audio: if the backend sent phoneme timing before
+it (the local backend, `npcd.realtime.extensions`), frames follow those phonemes exactly;
+otherwise they are derived from the audio itself (`npcd.lipsync.acoustic`). Phoneme times are
+on each item's own audio clock, so an item's clock is placed where its first audio (or
+phonemes) arrived on the response's clock: a response may hold several spoken items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol, cast
+
+from npcd.lipsync.timeline import DEFAULT_FPS, Frame, PhonemeTrack, one_hot
+from npcd.lipsync.visemes import SIL
+
+__all__ = ["FrameSource", "VisemeStream", "acoustic_visemes"]
+
+_BYTES_PER_MS: Final = 48  # PCM16 mono 24 kHz
+
+
+class FrameSource(Protocol):
+    """An audio-only viseme analyser (`npcd.lipsync.acoustic.AcousticVisemes`)."""
+
+    def feed(self, pcm16: bytes) -> list[Frame]: ...
+
+    def finish(self) -> list[Frame]: ...
+
+
+def acoustic_visemes(fps: int) -> FrameSource:
+    """The audio analyser, imported on first use (its model loads once per process)."""
+    import importlib
+
+    module = importlib.import_module("npcd.lipsync.acoustic")
+    return cast(FrameSource, module.AcousticVisemes(fps))
+
+
+class VisemeStream:
+    """Viseme frames of one response as its audio arrives (PCM16 mono 24 kHz)."""
+
+    def __init__(
+        self, fps: int = DEFAULT_FPS, acoustic: Callable[[int], FrameSource] | None = None
+    ) -> None:
+        self.fps = fps
+        self._acoustic_factory = acoustic
+        self._track: PhonemeTrack | None = None
+        self._acoustic: FrameSource | None = None
+        self._decided = False
+        self._audio_bytes = 0
+        self._item_offsets: dict[str, float] = {}
+        self._done = False
+
+    @property
+    def source(self) -> str:
+        """``phonemes``, ``audio`` or ``none`` (undecided, or no analyser): for logs."""
+        if self._track is not None:
+            return "phonemes"
+        return "audio" if self._acoustic is not None else "none"
+
+    @property
+    def audio_ms(self) -> float:
+        return self._audio_bytes / _BYTES_PER_MS
+
+    def phonemes(self, item_id: str, phonemes: Sequence[tuple[int, str]]) -> None:
+        """Phonemes that start in the next audio of ``item_id`` (times on the item's clock)."""
+        if self._done or (self._decided and self._track is None):
+            return
+        if self._track is None:
+            self._track = PhonemeTrack(self.fps)
+        offset = self._item_offsets.setdefault(item_id, self.audio_ms)
+        for at_ms, name in phonemes:
+            self._track.add(offset + at_ms, name)
+
+    def audio(self, item_id: str, pcm16: bytes) -> list[Frame]:
+        """Frames now final, after ``pcm16`` (audio of ``item_id``) joined the response."""
+        if self._done:
+            return []
+        if not self._decided:
+            self._decided = True
+            if self._track is None and self._acoustic_factory is not None:
+                self._acoustic = self._acoustic_factory(self.fps)
+        self._item_offsets.setdefault(item_id, self.audio_ms)
+        self._audio_bytes += len(pcm16)
+        if self._track is not None:
+            return self._track.frames(self.audio_ms)
+        if self._acoustic is not None:
+            return self._acoustic.feed(pcm16)
+        return []
+
+    def finish(self) -> list[Frame]:
+        """The rest, ending with a `sil` frame at the end of the audio; nothing without audio."""
+        if self._done:
+            return []
+        self._done = True
+        if self._track is not None and self._audio_bytes:
+            return self._track.finish(self.audio_ms)
+        if self._acoustic is not None:
+            return self._acoustic.finish()
+        return []
+
+    def cut(self, at_ms: int) -> Frame:
+        """The player cut in at ``at_ms``: the closing `sil` frame there; nothing follows it."""
+        self._done = True
+        return Frame(at_ms, one_hot(SIL))
