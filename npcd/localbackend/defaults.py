@@ -22,7 +22,7 @@ def default_engines() -> Engines:
     are large); models load on `Engines.warm` or on first use."""
     try:
         from npcd.localbackend.engines.asr import WhisperTranscriber
-        from npcd.localbackend.engines.intents import MiniLmEmbedder
+        from npcd.localbackend.engines.intents import shared_embedder
         from npcd.localbackend.engines.tts import EspeakSynthesizer
         from npcd.localbackend.engines.vad import SileroVad
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -32,7 +32,7 @@ def default_engines() -> Engines:
         ) from None
     transcriber = WhisperTranscriber()
     synthesizer = EspeakSynthesizer()
-    embedder = MiniLmEmbedder()
+    embedder = shared_embedder()
 
     def brain(persona: Persona | None) -> Brain:
         return Brain(persona, embedder.matcher)

@@ -380,6 +380,13 @@ def _pattern_message(path: FieldPath, value: Any) -> str:
         return f"variable name {value!r} must be lowercase letters, digits and _ (like player_name)"
     if field == "id":
         return f"{value!r} must be lowercase letters, digits, - and _ (at most 64), like brom_smith"
+    if path and path[0] == "emotions":
+        if "examples" in path:
+            return "an example must not be blank"
+        return (
+            f"{value!r} must be lowercase letters, digits and _, starting with a letter "
+            "(at most 32), like suspicious"
+        )
     if field == "name" or (path and path[0] in ("actions", "dialogue")):
         return f"{value!r} must be letters, digits, _ and - (at most 64), like sell_item"
     return f"{value!r} has the wrong form"

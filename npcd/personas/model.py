@@ -14,17 +14,20 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from npcd.personas.template import BUILTIN_VARIABLES, variables_in
 from npcd.personas.yamlsource import FieldPath
@@ -44,6 +47,19 @@ ShortText = Annotated[str, StringConstraints(max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 LongText = Annotated[str, StringConstraints(max_length=16000)]
 Phrase = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+#: Emotions npcd knows example lines for (`npcd.lipsync.emotion` holds them); any other name a
+#: persona declares must bring its own examples.
+BUILTIN_EMOTION_NAMES: Final = (
+    "neutral",
+    "happy",
+    "sad",
+    "angry",
+    "afraid",
+    "surprised",
+    "disgusted",
+)
+EmotionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+EmotionExample = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
 
 
 class _Strict(BaseModel):
@@ -208,6 +224,67 @@ class DialogueLine(_Strict):
         return self
 
 
+class Emotion(_Strict):
+    """An expression the NPC may show: a built-in name, or a custom one with example lines."""
+
+    name: EmotionName = Field(
+        description="A built-in emotion or your own (lowercase, digits, _; at most 32)."
+    )
+    examples: list[EmotionExample] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Lines the NPC would say feeling it; needed for a custom name, "
+        "added to a built-in's own examples.",
+    )
+
+    _listify_examples = field_validator("examples", mode="before")(_one_or_many)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in BUILTIN_EMOTION_NAMES:
+                raise ValueError(
+                    f"{value!r} is not a built-in emotion{_close(value, BUILTIN_EMOTION_NAMES)}; "
+                    f"use one of {', '.join(BUILTIN_EMOTION_NAMES)}, or give your own "
+                    f"`{{name: {value}, examples: [...]}}`"
+                )
+            return {"name": value}
+        if not isinstance(value, dict | Emotion):
+            raise ValueError(
+                "expected a built-in emotion name or a mapping with `name` and `examples`"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _custom_has_examples(self) -> Emotion:
+        # The classifier knows an emotion only by what the NPC says feeling it.
+        if self.name not in BUILTIN_EMOTION_NAMES and not self.examples:
+            raise ValueError(
+                f"custom emotion {self.name!r} needs `examples` (lines the NPC would say "
+                f"feeling it){_close(self.name, BUILTIN_EMOTION_NAMES)}"
+            )
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The bare-name form and the custom-needs-examples rule live in validators, which
+        # pydantic cannot describe; spell them out so editors agree with the loader.
+        mapping = handler.resolve_ref_schema(handler(core_schema))
+        mapping["if"] = {"properties": {"name": {"not": {"enum": list(BUILTIN_EMOTION_NAMES)}}}}
+        mapping["then"] = {"required": ["examples"], "properties": {"examples": {"minItems": 1}}}
+        return {
+            "anyOf": [{"enum": list(BUILTIN_EMOTION_NAMES), "type": "string"}, mapping],
+            "description": mapping.pop("description", ""),
+        }
+
+
+def _builtin_emotions() -> list[Emotion]:
+    return [Emotion(name=name) for name in BUILTIN_EMOTION_NAMES]
+
+
 class Dialogue(_Strict):
     """The NPC's scripted lines, used by the embedded local backend when no model is present."""
 
@@ -255,6 +332,13 @@ class Persona(_Strict):
     turn_detection: TurnDetection = Field(default_factory=TurnDetection)  # type: ignore[arg-type]
     transcription: Transcription = Field(default_factory=Transcription)  # type: ignore[arg-type]
     dialogue: Dialogue = Field(default_factory=Dialogue)
+    emotions: list[Emotion] = Field(
+        default_factory=_builtin_emotions,
+        min_length=1,
+        max_length=16,
+        description="Expressions the game may be told to show (`EmotionUpdate`); unset = all "
+        "built-ins. `neutral` is always available as the resting face.",
+    )
 
     _listify_personality = field_validator("personality", mode="before")(_one_or_many)
 
@@ -291,6 +375,13 @@ class Persona(_Strict):
                         f"({', '.join(sorted(seen)) or 'none declared'})",
                     )
                 )
+        emotions: set[str] = set()
+        for index, emotion in enumerate(self.emotions):
+            if emotion.name in emotions:
+                problems.append(
+                    (("emotions", index), f"emotion {emotion.name!r} is declared twice")
+                )
+            emotions.add(emotion.name)
         declared = set(self.variables) | set(BUILTIN_VARIABLES)
         for path, text in self.templated_texts():
             for name in variables_in(text):
@@ -349,6 +440,11 @@ def format_path(path: FieldPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+def _close(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -32,6 +32,7 @@ from npcd.personas import Catalog, load_directory
 from npcd.pool import PoolOptions, SessionPool
 from npcd.realtime.endpoints import DEFAULT_MODEL, OPENAI_BASE_URL, Backend, Provider
 from npcd.realtime.values import Dialect
+from npcd.server.conversation import emotion_classifier
 from npcd.server.service import SERVICE_NAME, NpcService, add_to_server
 from npcd.slot import SlotOptions
 
@@ -65,6 +66,10 @@ async def build_backend(
         if engines.warm is not None:
             personas = [loaded.persona for loaded in catalog.personas.values()]
             await asyncio.to_thread(engines.warm, personas)
+            # Emotion hints share the intents' model: embed their examples now, not at the
+            # first conversation that asks for them (about a second, once).
+            for persona in personas:
+                await asyncio.to_thread(emotion_classifier, persona)
         key = "sk-local-" + secrets.token_urlsafe(24)
         local = LocalBackend(
             engines,

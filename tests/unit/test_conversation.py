@@ -29,6 +29,7 @@ from npcd.server.conversation import (
     MAX_KEPT_WHILE_AWAY,
     Conversation,
     check_context,
+    emotion_classifier,
 )
 from npcd.server.outbox import MAX_MERGED_MS, Outbox
 from npcd.slot import NpcSlot, SlotOptions, SlotState, SlotStatus, StatusKind
@@ -378,3 +379,49 @@ def test_a_viseme_rate_out_of_range_is_refused() -> None:
     for fps in (9, 121):
         with pytest.raises(InvalidRequest, match="viseme_fps"):
             Conversation(slot, pb.Start(character_id="blacksmith", viseme_fps=fps))
+
+
+def transcript(response_id: str, text: str) -> ev.ResponseOutputAudioTranscriptDelta:
+    return ev.ResponseOutputAudioTranscriptDelta(
+        event_id="e",
+        response_id=response_id,
+        item_id="item_1",
+        output_index=0,
+        content_index=0,
+        delta=text,
+    )
+
+
+async def test_emotions_come_sentence_by_sentence_in_place_and_only_when_they_change() -> None:
+    conv = conversation(capabilities=pb.Capabilities(emotions=True))
+    conv._emotions = await asyncio.to_thread(emotion_classifier, conv.slot.persona.persona)
+    assert conv._emotions is not None
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    conv.on_event(delta("resp_1", bytes(48 * 500)))
+    for words in ("Wonderful news, ", "I am so happy for you! ", "That makes me glad. "):
+        conv.on_event(transcript("resp_1", words))
+    conv.on_event(delta("resp_1", bytes(48 * 500)))
+    conv.on_event(transcript("resp_1", "You thief! Get out of my forge before I throw you out"))
+    conv.on_event(
+        ev.ResponseDone(event_id="e1", response=Response(id="resp_1", status="completed"))
+    )
+    sent = await drain(conv)
+    kinds = [m.WhichOneof("kind") for m in sent]
+    updates = [m.emotion for m in sent if m.WhichOneof("kind") == "emotion"]
+    assert kinds.index("response_done") > max(i for i, k in enumerate(kinds) if k == "emotion")
+    assert [(u.emotion, u.start_ms) for u in updates] == [("happy", 0), ("angry", 1000)], (
+        "the second happy sentence changes nothing; a sentence starts where the audio was when "
+        "its first words came"
+    )
+    assert all(0 < u.intensity <= 1 for u in updates)
+
+
+async def test_emotions_of_an_interrupted_response_are_dropped() -> None:
+    conv = conversation(capabilities=pb.Capabilities(emotions=True))
+    conv._emotions = await asyncio.to_thread(emotion_classifier, conv.slot.persona.persona)
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    conv.on_event(delta("resp_1", bytes(960)))
+    conv.on_event(transcript("resp_1", "I am so happy for you! And "))
+    assert await conv.handle(pb.ConverseRequest(interrupt=pb.Interrupt()))
+    sent = await drain(conv)
+    assert "emotion" not in [m.WhichOneof("kind") for m in sent]

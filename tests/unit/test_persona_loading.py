@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from npcd.personas import PersonaError, PersonaIssue, load_directory, load_persona
+from npcd.personas.model import BUILTIN_EMOTION_NAMES
 from tests.conftest import SAMPLES, PersonaWriter
 
 MINIMAL = """
@@ -202,6 +203,113 @@ def test_duplicate_action_names_and_dangling_dialogue_action(write_persona: Pers
     found = {(i.field, i.line) for i in issues}
     assert ("actions[1].name", 7) in found
     assert ("dialogue.lines[0].action.name", 12) in found
+
+
+# -- emotions --------------------------------------------------------------------------------
+
+
+def test_emotions_default_to_every_builtin(write_persona: PersonaWriter) -> None:
+    persona = load_persona(write_persona("calm.yaml", MINIMAL.format(id="calm"))).persona
+    assert [(e.name, e.examples) for e in persona.emotions] == [
+        (name, []) for name in BUILTIN_EMOTION_NAMES
+    ]
+
+
+def test_emotions_take_builtin_names_and_custom_ones_with_examples(
+    write_persona: PersonaWriter,
+) -> None:
+    text = MINIMAL.format(id="moods") + (
+        "emotions:\n"
+        "  - neutral\n"
+        "  - {name: angry, examples: [By my father's hammer!]}\n"
+        "  - name: suspicious\n"
+        "    examples:\n"
+        "      - Who sent you?\n"
+        "      - I've got my eye on you.\n"
+        "  - {name: smug_2, examples: Told you so.}\n"
+    )
+    persona = load_persona(write_persona("moods.yaml", text)).persona
+    assert [(e.name, e.examples) for e in persona.emotions] == [
+        ("neutral", []),
+        ("angry", ["By my father's hammer!"]),
+        ("suspicious", ["Who sent you?", "I've got my eye on you."]),
+        ("smug_2", ["Told you so."]),
+    ]
+
+
+def _emotions(names: list[str]) -> str:
+    return "emotions:\n" + "".join(f"  - {{name: {n}, examples: [Hm.]}}\n" for n in names)
+
+
+@pytest.mark.parametrize(
+    ("emotions", "line", "field", "message"),
+    [
+        (
+            "emotions: [neutral, angy]\n",
+            5,
+            "emotions[1]",
+            "'angy' is not a built-in emotion (did you mean 'angry'?)",
+        ),
+        (
+            "emotions:\n  - neutral\n  - {name: suspicious}\n",
+            7,
+            "emotions[1]",
+            "custom emotion 'suspicious' needs `examples`",
+        ),
+        (
+            "emotions:\n  - {name: joy, examples: []}\n",
+            6,
+            "emotions[0]",
+            "custom emotion 'joy' needs `examples`",
+        ),
+        (
+            "emotions:\n  - angry\n  - sad\n  - {name: angry, examples: [Grr.]}\n",
+            8,
+            "emotions[2]",
+            "emotion 'angry' is declared twice",
+        ),
+        (
+            "emotions:\n  - {name: Sly-Grin, examples: [Heh.]}\n",
+            6,
+            "emotions[0].name",
+            "'Sly-Grin' must be lowercase letters, digits and _, starting with a letter",
+        ),
+        (_emotions(["a" * 33]), 6, "emotions[0].name", "(at most 32)"),
+        (_emotions([f"mood{i}" for i in range(17)]), 5, "emotions", "at most 16 items"),
+        (
+            "emotions:\n  - name: sly\n    examples: [" + ", ".join(["Heh."] * 51) + "]\n",
+            7,
+            "emotions[0].examples",
+            "at most 50 items",
+        ),
+        (
+            f"emotions:\n  - name: sly\n    examples:\n      - Heh.\n      - {'h' * 201}\n",
+            9,
+            "emotions[0].examples[1]",
+            "at most 200 characters",
+        ),
+        (
+            "emotions:\n  - name: sly\n    examples: ['  ']\n",
+            7,
+            "emotions[0].examples[0]",
+            "an example must not be blank",
+        ),
+        (
+            "emotions:\n  - {name: sly, exampels: [Heh.]}\n",
+            6,
+            "emotions[0].exampels",
+            "did you mean 'examples'",
+        ),
+        ("emotions: []\n", 5, "emotions", "at least 1 item"),
+        ("emotions: [7]\n", 5, "emotions[0]", "expected a built-in emotion name or a mapping"),
+    ],
+)
+def test_bad_emotions_name_their_line_and_field(
+    write_persona: PersonaWriter, emotions: str, line: int, field: str, message: str
+) -> None:
+    issue = only_issue(write_persona("bad.yaml", MINIMAL.format(id="bad") + emotions))
+    assert (issue.line, issue.field) == (line, field), issue
+    assert message in issue.message
 
 
 # -- extends ---------------------------------------------------------------------------------

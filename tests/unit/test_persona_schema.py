@@ -8,6 +8,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
 from npcd.personas import load_directory
 from npcd.personas.model import Persona, base_persona_json_schema, persona_json_schema
@@ -57,6 +58,50 @@ def test_schema_rejects_what_the_loader_rejects() -> None:
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+_SLY = {"name": "sly", "examples": ["Heh."]}
+
+
+# Every emotions rule but one: JSON Schema cannot say "names are unique", so only the loader
+# refuses repeats (tests/unit/test_persona_loading.py).
+
+
+@pytest.mark.parametrize(
+    ("emotions", "valid"),
+    [
+        (["neutral", "angry"], True),
+        ([{"name": "happy"}], True),
+        ([{"name": "happy", "examples": ["Ha!"]}], True),
+        ([_SLY], True),
+        ([{"name": f"mood{i}", "examples": ["Hm."]} for i in range(16)], True),
+        (["joy"], False),
+        ([{"name": "joy"}], False),
+        ([{"name": "joy", "examples": []}], False),
+        ([{"name": "Sly", "examples": ["Heh."]}], False),
+        ([{"name": "s" * 33, "examples": ["Heh."]}], False),
+        ([], False),
+        ([{"name": f"mood{i}", "examples": ["Hm."]} for i in range(17)], False),
+        ([{"name": "sly", "examples": ["Heh."] * 51}], False),
+        ([{"name": "sly", "examples": ["h" * 201]}], False),
+        ([{"name": "sly", "examples": ["  "]}], False),
+        ([{**_SLY, "intensity": 1}], False),
+        ([7], False),
+    ],
+)
+def test_schema_and_loader_agree_on_emotions(emotions: list[Any], valid: bool) -> None:
+    data = {"id": "x", "name": "X", "voice": "ash", "backstory": "b", "emotions": emotions}
+    try:
+        jsonschema.validate(data, persona_json_schema())
+        schema_valid = True
+    except jsonschema.ValidationError:
+        schema_valid = False
+    try:
+        Persona.model_validate(data)
+        loader_valid = True
+    except ValidationError:
+        loader_valid = False
+    assert (schema_valid, loader_valid) == (valid, valid)
 
 
 def _field_paths(model: type[Any], prefix: str = "") -> set[str]:

@@ -17,6 +17,7 @@ session; onnxruntime's ``run`` and the tokenizer's ``encode_batch`` are thread-s
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from npcd.audio import Float32Array
 from npcd.localbackend.engines import Match
 
-__all__ = ["DEFAULT_THRESHOLD", "VOCAB_PATH", "IntentMatcher", "MiniLmEmbedder"]
+__all__ = ["DEFAULT_THRESHOLD", "VOCAB_PATH", "IntentMatcher", "MiniLmEmbedder", "shared_embedder"]
 
 VOCAB_PATH: Final = Path(__file__).parent / "data" / "minilm-vocab.txt"
 #: Calibrated on the sample personas (tests/unit/engines/test_intents.py): 43 paraphrases
@@ -120,6 +121,13 @@ class MiniLmEmbedder:
         built = IntentMatcher(self, key[0], threshold)
         with self._lock:
             return self._matchers.setdefault(key, built)
+
+
+@functools.cache
+def shared_embedder() -> MiniLmEmbedder:
+    """The process's embedder: the local backend's intents and npcd's emotion hints share one
+    model in memory (and its caches)."""
+    return MiniLmEmbedder()
 
 
 class IntentMatcher:
