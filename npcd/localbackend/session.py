@@ -700,14 +700,20 @@ class BackendSession:
 
         worker = loop.run_in_executor(None, produce)
         self.voice_locked = True
-        # The transcript is the text itself, released up to the last word the audio so far
-        # has reached: word events only say where words start and end.
+        # The transcript is the text itself, released up to the last word the next audio
+        # reaches (word events only say where words start and end), just before that audio,
+        # as OpenAI's text runs a little ahead of its audio: a client can place each sentence
+        # at the audio received when its first words came.
         sent_upto = 0
         try:
             while (chunk := await chunks.get()) is not done:
                 if response.cancel.is_set():
                     continue
                 speech: SpeechChunk = chunk  # type: ignore[assignment]
+                reached = max((w.end for w in speech.words), default=sent_upto)
+                if reached > sent_upto:
+                    await self._transcript(state, text[sent_upto:reached], loc)
+                    sent_upto = reached
                 if self.phoneme_events and speech.phonemes:
                     await self._emit(
                         phonemes_event(
@@ -724,10 +730,6 @@ class BackendSession:
                             event_id=self._eid(), delta=audio.b64encode(piece), **loc
                         )
                     )
-                reached = max((w.end for w in speech.words), default=sent_upto)
-                if reached > sent_upto:
-                    await self._transcript(state, text[sent_upto:reached], loc)
-                    sent_upto = reached
         finally:
             await worker
         if not response.cancel.is_set() and sent_upto < len(text):

@@ -143,7 +143,10 @@ async def test_spoken_question_in_48k_float32_gets_speech_back(daemon: RunningSe
     data = b"".join(a.data for a in npc_audio)
     assert len(data) % 4 == 0 and loudness(data) > 0.02, "audible float32 speech"
     assert abs(len(data) / 4 / 48 - done.audio_ms) <= 2, "audio_ms matches what was sent"
-    assert [a.sequence for a in npc_audio] == list(range(len(npc_audio)))
+    sequences = [a.sequence for a in npc_audio]
+    assert sequences[0] == 0 and sequences == sorted(set(sequences)), (
+        "in order; a gap is a merged backlog (the proto: only order matters)"
+    )
     assert all(b.start_ms >= a.start_ms for a, b in zip(npc_audio, npc_audio[1:], strict=False))
     assert "sword" in done.transcript.lower()
     assert done.latency.first_output_us > 0 and done.latency.npcd_us < done.latency.first_output_us
