@@ -67,6 +67,8 @@ bench: all
 	$(BIN)/python bench/hot_path.py
 	$(BIN)/python -m tests.unit.test_events
 	$(BIN)/python bench/speech_engines.py
+	$(BIN)/python bench/lipsync.py
+	$(BIN)/python bench/lipsync_latency.py
 	$(BIN)/python bench/backend_latency.py
 	$(BIN)/python bench/fault_recovery.py
 	$(BIN)/npcd bench --out bench/results

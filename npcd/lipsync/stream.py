@@ -10,7 +10,7 @@ phonemes) arrived on the response's clock: a response may hold several spoken it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final, Protocol, cast
+from typing import Final, Protocol
 
 from npcd.lipsync.timeline import DEFAULT_FPS, Frame, PhonemeTrack, one_hot
 from npcd.lipsync.visemes import SIL
@@ -30,10 +30,9 @@ class FrameSource(Protocol):
 
 def acoustic_visemes(fps: int) -> FrameSource:
     """The audio analyser, imported on first use (its model loads once per process)."""
-    import importlib
+    from npcd.lipsync.acoustic import AcousticVisemes
 
-    module = importlib.import_module("npcd.lipsync.acoustic")
-    return cast(FrameSource, module.AcousticVisemes(fps))
+    return AcousticVisemes(fps)
 
 
 class VisemeStream:

@@ -10,8 +10,12 @@ import grpc
 import pytest
 
 from npcd.lipsync.visemes import OVR_VISEMES
+from npcd.localbackend.defaults import default_engines
+from npcd.localbackend.server import BackendOptions, LocalBackend
+from npcd.personas import load_directory
 from npcd.server.app import RunningServer
 from npcd.v1 import npcd_pb2 as pb
+from tests.conftest import SAMPLES
 from tests.integration.test_converse import Game, start, start_daemon, warm_engines
 
 __all__ = ["warm_engines"]
@@ -149,3 +153,67 @@ async def test_a_viseme_rate_out_of_range_is_refused(daemon: RunningServer) -> N
     error: Any = failure.value
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "viseme_fps" in error.details()
+
+
+@pytest.fixture
+async def audio_only_daemon(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningServer]:
+    """npcd in front of a local backend it treats as any Realtime server: no phoneme timing,
+    as with OpenAI or Azure, so the frames come from the audio."""
+    catalog = load_directory(SAMPLES)
+    backend = LocalBackend(
+        default_engines(),
+        {pid: loaded.persona for pid, loaded in catalog.personas.items()},
+        BackendOptions(api_keys=("sk-local-test-0123456789",)),
+    )
+    await backend.start()
+    monkeypatch.setenv("NPCD_API_KEY", "sk-local-test-0123456789")
+    context, running = await start_daemon(backend="ws" + backend.base_url.removeprefix("http"))
+    try:
+        yield running
+    finally:
+        await context.__aexit__(None, None, None)
+        await backend.close()
+
+
+async def test_audio_only_backends_get_visemes_from_the_audio(
+    audio_only_daemon: RunningServer,
+) -> None:
+    async with grpc.aio.insecure_channel(audio_only_daemon.address.grpc_target) as channel:
+        game = Game(channel, start("innkeeper", capabilities=LIPSYNC))
+        ready = await game.until("ready")
+        assert ready.capabilities.visemes and ready.viseme_fps == 60
+        game.send(text=pb.TextMessage(text="tell me a story"))
+        done = await game.until("response_done")
+        game.send(playback=pb.PlaybackProgress(response_id=done.response_id, played_ms=1500))
+        game.send(interrupt=pb.Interrupt())
+        await game.until("interrupted")
+        game.send(text=pb.TextMessage(text="an ale please"))
+        await game.until("response_done")
+        game.end()
+    frames = frames_of(game, done.response_id, 60)
+    before_cut = frames[:-1]
+    assert_covers(before_cut, done.audio_ms, 60)
+    spoken = [dominant(w) for _, w in before_cut]
+    assert spoken.count("sil") < 0.5 * len(spoken), "the mouth is open while the NPC talks"
+    assert len(set(spoken)) >= 5
+    assert frames[-1][0] == 1500 and dominant(frames[-1][1]) == "sil", "closing frame at the cut"
+
+
+async def test_emotions_from_the_persona_set_come_before_the_response_ends(
+    daemon: RunningServer,
+) -> None:
+    caps = pb.Capabilities(transcripts=True, emotions=True, visemes=True)
+    async with grpc.aio.insecure_channel(daemon.address.grpc_target) as channel:
+        game = Game(channel, start("gate_guard", capabilities=caps))
+        ready = await game.until("ready")
+        assert ready.capabilities.emotions
+        declared = [e.name for e in daemon.catalog.personas["gate_guard"].persona.emotions]
+        assert set(ready.emotion_names) == {"neutral", *declared}
+        game.send(text=pb.TextMessage(text="can I pass?"))
+        done = await game.until("response_done")
+        game.end()
+    updates = [e for e in game.of("emotion") if e.response_id == done.response_id]
+    assert updates, "at least one per response"
+    assert updates[0].start_ms == 0
+    assert all(u.emotion in ready.emotion_names and 0 <= u.intensity <= 1 for u in updates)
+    assert all(a.emotion != b.emotion for a, b in zip(updates, updates[1:], strict=False))
