@@ -48,6 +48,9 @@ class VisemeStream:
         self._decided = False
         self._audio_bytes = 0
         self._item_offsets: dict[str, float] = {}
+        #: Audio not yet analysed (audio-only source), and how much has been.
+        self._pending = bytearray()
+        self._fed = 0
         self._done = False
 
     @property
@@ -71,34 +74,52 @@ class VisemeStream:
         for at_ms, name in phonemes:
             self._track.add(offset + at_ms, name)
 
-    def audio(self, item_id: str, pcm16: bytes) -> list[Frame]:
-        """Frames now final, after ``pcm16`` (audio of ``item_id``) joined the response."""
+    def audio(self, item_id: str, pcm16: bytes) -> None:
+        """``pcm16`` (audio of ``item_id``) joined the response. Cheap: the analysis waits for
+        `frames`, so a caller can send the audio first and work out its frames after."""
         if self._done:
-            return []
+            return
         if not self._decided:
             self._decided = True
             if self._track is None and self._acoustic_factory is not None:
                 self._acoustic = self._acoustic_factory(self.fps)
         self._item_offsets.setdefault(item_id, self.audio_ms)
         self._audio_bytes += len(pcm16)
-        if self._track is not None:
-            return self._track.frames(self.audio_ms)
         if self._acoustic is not None:
-            return self._acoustic.feed(pcm16)
-        return []
+            self._pending += pcm16
 
-    def finish(self) -> list[Frame]:
-        """The rest, ending with a `sil` frame at the end of the audio; nothing without audio."""
+    @property
+    def audio_bytes(self) -> int:
+        """How much audio the response has had so far (a mark for `frames`)."""
+        return self._audio_bytes
+
+    def frames(self, upto: int | None = None, *, final: bool = False) -> list[Frame]:
+        """The frames now final for the audio up to mark ``upto`` (an `audio_bytes` reading;
+        all the audio if None), so frames never run ahead of the audio sent with them. With
+        ``final`` (the response's audio is complete): all of them, then a `sil` frame at the
+        end of the audio."""
         if self._done:
             return []
-        self._done = True
-        if self._track is not None and self._audio_bytes:
-            return self._track.finish(self.audio_ms)
+        if final:
+            self._done = True
+            upto = self._audio_bytes
+        elif upto is None or upto > self._audio_bytes:
+            upto = self._audio_bytes
+        if self._track is not None:
+            if final:
+                return self._track.finish(self.audio_ms) if self._audio_bytes else []
+            return self._track.frames(upto / _BYTES_PER_MS)
         if self._acoustic is not None:
-            return self._acoustic.finish()
+            take = max(0, upto - self._fed)
+            pcm = bytes(self._pending[:take])
+            del self._pending[:take]
+            self._fed += take
+            frames = self._acoustic.feed(pcm) if pcm else []
+            return frames + self._acoustic.finish() if final else frames
         return []
 
     def cut(self, at_ms: int) -> Frame:
         """The player cut in at ``at_ms``: the closing `sil` frame there; nothing follows it."""
         self._done = True
+        self._pending.clear()
         return Frame(at_ms, one_hot(SIL))

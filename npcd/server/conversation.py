@@ -34,7 +34,7 @@ from npcd import audio
 from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError
 from npcd.lipsync.emotion import EmotionClassifier, EmotionGuess, SentenceSplitter, emotion_specs
 from npcd.lipsync.stream import VisemeStream, acoustic_visemes
-from npcd.lipsync.timeline import DEFAULT_FPS, Frame, frame_runs
+from npcd.lipsync.timeline import DEFAULT_FPS, frame_runs
 from npcd.lipsync.visemes import OVR_VISEMES
 from npcd.personas.model import Persona
 from npcd.personas.prompt import render_greeting, render_instructions
@@ -151,6 +151,17 @@ class _PendingEmotion:
     turn: _Turn
     start_ms: int
     guess: asyncio.Future[EmotionGuess]
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingVisemes:
+    """Frames for audio already queued, worked out when the stream reaches this (so after
+    that audio has left): lip-sync never delays the voice."""
+
+    turn: _Turn
+    #: `VisemeStream.audio_bytes` when queued: frames go that far, as the audio before it.
+    upto: int
+    final: bool
 
 
 def emotion_classifier(persona: Persona) -> EmotionClassifier | None:
@@ -332,6 +343,8 @@ class Conversation(SlotListener):
                 return None
             if isinstance(message, _PendingEmotion):
                 message = await self._resolved(message)
+            elif isinstance(message, _PendingVisemes):
+                message = self._viseme_run(message)
             if isinstance(message, pb.ConverseResponse):
                 sending = self.outgoing(message)
                 if sending is not None:
@@ -348,13 +361,19 @@ class Conversation(SlotListener):
             self._queued_audio_ms -= self.out_format.duration_ms(len(chunk.data))
             if chunk.response_id in self._silenced:
                 return None
-            more, runs = self.out.take_audio(chunk.response_id, self._merge_bytes - len(chunk.data))
+            more, frames = self.out.take_audio(
+                chunk.response_id,
+                self._merge_bytes - len(chunk.data),
+                companion=lambda item: (
+                    isinstance(item, _PendingVisemes) and item.turn.id == chunk.response_id
+                ),
+            )
             if more:
                 datas = [m.audio.data for m in more]
                 self._queued_audio_ms -= sum(self.out_format.duration_ms(len(d)) for d in datas)
                 chunk.data = b"".join([chunk.data, *datas])
-            if runs:
-                self.out.push_front(self._joined_runs(runs))
+            if frames:
+                self.out.push_front(frames[-1:])  # one placeholder works them all out
         elif kind == "viseme":
             if message.viseme.response_id in self._silenced:
                 if id(message) not in self._closing_frames:
@@ -368,21 +387,27 @@ class Conversation(SlotListener):
                 message.response_done.latency.CopyFrom(self._latency(finished))
         return message
 
-    def _joined_runs(self, runs: list[pb.ConverseResponse]) -> list[object]:
-        """Viseme runs that continue each other on the frame grid, joined into one message."""
-        step = 1000 / self.viseme_fps
-        width = len(OVR_VISEMES)
-        joined: list[object] = [runs[0]]
-        head = runs[0].viseme
-        for message in runs[1:]:
-            run = message.viseme
-            expected = head.start_ms + len(head.weights) // width * step
-            if abs(run.start_ms - expected) <= 1:
-                head.weights.extend(run.weights)
-            else:
-                joined.append(message)
-                head = run
-        return joined
+    def _viseme_run(self, pending: _PendingVisemes) -> pb.ConverseResponse | None:
+        """The frames of the audio sent so far, as runs on the frame grid (one, usually)."""
+        turn = pending.turn
+        final, upto = pending.final, pending.upto
+        while (head := self.out.peek()) is not None and (
+            isinstance(head, _PendingVisemes) and head.turn is turn
+        ):
+            final, upto = final or head.final, max(upto, head.upto)
+            self.out.pop()
+        if turn.visemes is None or turn.interrupted:
+            return None
+        runs = [
+            pb.ConverseResponse(
+                viseme=pb.VisemeFrame(response_id=turn.id, start_ms=start_ms, weights=weights)
+            )
+            for start_ms, weights in frame_runs(
+                turn.visemes.frames(upto, final=final), self.viseme_fps
+            )
+        ]
+        self.out.push_front(runs[1:])
+        return runs[0] if runs else None
 
     async def _resolved(self, pending: _PendingEmotion) -> pb.ConverseResponse | None:
         """The `EmotionUpdate` a classified sentence makes, if the emotion changed. Resolved in
@@ -772,7 +797,8 @@ class Conversation(SlotListener):
         pcm = audio.b64decode(event.delta)
         self._send_audio(turn, self._out.convert(pcm))
         if turn.visemes is not None:
-            self._send_visemes(turn, turn.visemes.audio(event.item_id, pcm))
+            turn.visemes.audio(event.item_id, pcm)
+            self.out.put(_PendingVisemes(turn, turn.visemes.audio_bytes, final=False))
 
     def _on_extension(self, event: ev.UnknownServerEvent) -> None:
         timing = parse_phonemes(event)
@@ -850,7 +876,7 @@ class Conversation(SlotListener):
         if tail and not turn.interrupted:
             self._send_audio(turn, tail)
         if turn.visemes is not None and not turn.interrupted:
-            self._send_visemes(turn, turn.visemes.finish())
+            self.out.put(_PendingVisemes(turn, turn.visemes.audio_bytes, final=True))
         if turn.sentences is not None and not turn.interrupted:
             last = turn.sentences.flush()
             if last:
@@ -945,15 +971,6 @@ class Conversation(SlotListener):
             self._barge_in(pb.INTERRUPT_CAUSE_CLIENT, None, server_cancels=False)
         elif self._queued_audio_ms < MAX_QUEUED_AUDIO_MS / 2:
             self._slow = False
-
-    def _send_visemes(self, turn: _Turn, frames: list[Frame]) -> None:
-        """Frames as runs on the frame grid: one message per run (per audio chunk, usually)."""
-        for start_ms, weights in frame_runs(frames, self.viseme_fps):
-            self._emit(
-                pb.ConverseResponse(
-                    viseme=pb.VisemeFrame(response_id=turn.id, start_ms=start_ms, weights=weights)
-                )
-            )
 
     def _barge_in_target(self) -> _Turn | None:
         """The turn the player is hearing: the one in progress, or the last one while the game

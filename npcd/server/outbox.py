@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from npcd.v1 import npcd_pb2 as pb
 
@@ -48,25 +48,28 @@ class Outbox:
         """Put ``items`` back at the head, in order: they leave next."""
         self._items.extendleft(reversed(items))
 
+    def peek(self) -> object | None:
+        return self._items[0] if self._items else None
+
+    def pop(self) -> object:
+        return self._items.popleft()
+
     def take_audio(
-        self, response_id: str, room: int
-    ) -> tuple[list[pb.ConverseResponse], list[pb.ConverseResponse]]:
+        self, response_id: str, room: int, companion: Callable[[object], bool] = lambda _: False
+    ) -> tuple[list[pb.ConverseResponse], list[object]]:
         """Remove and return the audio chunks of ``response_id`` at the head of the queue, up to
-        ``room`` bytes in all, and the viseme runs of that response between them (they follow
-        their audio); stops at the first message of any other kind or response."""
+        ``room`` bytes in all, and the items between them that ``companion`` says belong with
+        that audio (its lip-sync); stops at the first message of any other kind or response."""
         audio: list[pb.ConverseResponse] = []
-        visemes: list[pb.ConverseResponse] = []
+        companions: list[object] = []
         items = self._items
         while items:
             head = items[0]
-            if not isinstance(head, pb.ConverseResponse):
-                break
-            kind = head.WhichOneof("kind")
-            if kind == "viseme" and head.viseme.response_id == response_id:
-                visemes.append(head)
+            if companion(head):
+                companions.append(head)
                 items.popleft()
                 continue
-            if kind != "audio":
+            if not isinstance(head, pb.ConverseResponse) or head.WhichOneof("kind") != "audio":
                 break
             chunk = head.audio
             if chunk.response_id != response_id or len(chunk.data) > room:
@@ -74,4 +77,4 @@ class Outbox:
             room -= len(chunk.data)
             audio.append(head)
             items.popleft()
-        return audio, visemes
+        return audio, companions

@@ -41,37 +41,28 @@ def chunk(response_id: str, data: bytes) -> pb.ConverseResponse:
     return pb.ConverseResponse(audio=pb.NpcAudio(response_id=response_id, data=data))
 
 
-def frames(response_id: str, start_ms: int) -> pb.ConverseResponse:
-    return pb.ConverseResponse(
-        viseme=pb.VisemeFrame(response_id=response_id, start_ms=start_ms, weights=[1.0] * 15)
-    )
-
-
 def test_take_audio_stops_at_another_response_another_kind_or_the_size_limit() -> None:
     box = Outbox()
     for item in (
         chunk("r1", b"a" * 4),
-        frames("r1", 0),
+        "lip-sync of r1",
         chunk("r1", b"b" * 4),
-        frames("r1", 17),
         chunk("r2", b"c" * 4),
-        frames("r2", 0),
         pb.ConverseResponse(response_done=pb.ResponseDone(response_id="r2")),
         chunk("r2", b"d" * 4),
     ):
         box.put(item)
-    audio, visemes = box.take_audio("r1", 100)
+    audio, companions = box.take_audio("r1", 100, companion=lambda i: i == "lip-sync of r1")
     assert [m.audio.data for m in audio] == [b"a" * 4, b"b" * 4]
-    assert [m.viseme.start_ms for m in visemes] == [0, 17], "the runs between them come along"
+    assert companions == ["lip-sync of r1"], "what belongs with the audio comes along"
     assert box.take_audio("r1", 100) == ([], []), "r2's audio stays r2's"
     assert box.take_audio("r2", 3) == ([], []), "too big for the room left"
-    audio, visemes = box.take_audio("r2", 4)
+    audio, _ = box.take_audio("r2", 4)
     assert [m.audio.data for m in audio] == [b"c" * 4]
-    assert len(visemes) == 1
     assert box.take_audio("r2", 100) == ([], []), "not past the ResponseDone"
     assert len(box) == 2
-    box.push_front(visemes)
-    assert len(box) == 3
+    box.push_front(companions)
+    assert len(box) == 3 and box.peek() == "lip-sync of r1"
 
 
 async def test_get_waits_for_a_put() -> None:

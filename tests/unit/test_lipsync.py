@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from npcd.lipsync.stream import VisemeStream
+from npcd.lipsync.stream import VisemeStream, acoustic_visemes
 from npcd.lipsync.timeline import Frame, PhonemeTrack, frame_runs, frame_time_ms
 from npcd.lipsync.visemes import _SYMBOLS, OVR_VISEMES, SIL, VISEME_INDEX, visemes_of
 from npcd.localbackend.defaults import default_engines
@@ -120,10 +120,11 @@ def test_frames_group_into_runs_on_the_grid() -> None:
 def test_a_stream_places_each_items_phonemes_on_the_response_clock() -> None:
     stream = VisemeStream(60)
     stream.phonemes("item_a", [(0, "m"), (50, "")])
-    first = stream.audio("item_a", bytes(48 * 100))  # 100 ms
+    stream.audio("item_a", bytes(48 * 100))  # 100 ms
+    first = stream.frames()
     stream.phonemes("item_b", [(0, "s"), (60, "")])  # 0 on item_b's clock = 100 ms here
-    rest = stream.audio("item_b", bytes(48 * 100)) + stream.finish()
-    frames = first + rest
+    stream.audio("item_b", bytes(48 * 100))
+    frames = first + stream.frames(final=True)
     assert stream.source == "phonemes"
 
     def at(ms: int) -> str:
@@ -133,18 +134,31 @@ def test_a_stream_places_each_items_phonemes_on_the_response_clock() -> None:
     assert frames[-1].start_ms == 200
 
 
+def test_frames_never_run_ahead_of_the_audio_they_go_with() -> None:
+    stream = VisemeStream(60, acoustic_visemes)
+    stream.audio("item_a", bytes(48 * 200))
+    mark = stream.audio_bytes
+    stream.audio("item_a", bytes(48 * 800))  # arrived before the first frames were worked out
+    early = stream.frames(mark)
+    assert early and early[-1].start_ms < 200
+    rest = stream.frames(final=True)
+    assert rest[0].start_ms > early[-1].start_ms and rest[-1].start_ms == 1000
+
+
 def test_a_cut_stream_sends_nothing_more() -> None:
     stream = VisemeStream(60)
     stream.phonemes("item_a", [(0, "a"), (300, "")])
     stream.audio("item_a", bytes(48 * 100))
     closing = stream.cut(60)
     assert closing.start_ms == 60 and closing.viseme == SIL
-    assert stream.audio("item_a", bytes(48 * 100)) == [] and stream.finish() == []
+    stream.audio("item_a", bytes(48 * 100))
+    assert stream.frames() == [] and stream.frames(final=True) == []
 
 
 def test_without_phonemes_or_an_analyser_a_stream_is_silent_not_wrong() -> None:
     stream = VisemeStream(60, acoustic=None)
-    assert stream.audio("item_a", bytes(4800)) == [] and stream.finish() == []
+    stream.audio("item_a", bytes(4800))
+    assert stream.frames() == [] and stream.frames(final=True) == []
     assert stream.source == "none"
 
 
