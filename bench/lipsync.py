@@ -12,7 +12,8 @@ of `npcd.bench.lipsync` (never trained on):
 * on real human speech (the LibriVox fixtures, no labels): how often the mouth is open where
   the audio is loud and shut in pauses.
 
-Then the CPU per second of audio of `AcousticVisemes` (20 ms and 100 ms chunks) and of
+Then the CPU per second of audio of `AcousticVisemes` (20 ms and 100 ms chunks), of npcd's
+`VisemeStream` path (20 ms deltas) and of
 `PhonemeTrack` (the local backend's exact track), per response over 240 responses, one thread,
 as median and p99, and as a share of one core. Prints a table and writes the same to
 bench/results/lipsync.json.
@@ -54,6 +55,7 @@ from npcd.bench.lipsync import (  # noqa: E402
 )
 from npcd.bench.stats import median, percentile  # noqa: E402
 from npcd.lipsync.acoustic import AcousticModel, AcousticVisemes  # noqa: E402
+from npcd.lipsync.stream import VisemeStream, acoustic_visemes  # noqa: E402
 from npcd.lipsync.timeline import PhonemeTrack  # noqa: E402
 from npcd.lipsync.visemes import SIL  # noqa: E402
 
@@ -99,6 +101,19 @@ def acoustic_cost(pcm: bytes, chunk_ms: int) -> float:
     return (time.process_time() - start) / (len(pcm) / 48000)
 
 
+def stream_cost(pcm: bytes, chunk_ms: int) -> float:
+    """The same through `VisemeStream`, as npcd runs it for an audio-only backend: frames asked
+    for after every delta (it batches the analysis to at least 40 ms)."""
+    step = chunk_ms * 48
+    start = time.process_time()
+    stream = VisemeStream(acoustic=acoustic_visemes)
+    for i in range(0, len(pcm), step):
+        stream.audio("item", pcm[i : i + step])
+        stream.frames()
+    stream.frames(final=True)
+    return (time.process_time() - start) / (len(pcm) / 48000)
+
+
 def phoneme_cost(spoken: Render, chunk_ms: int) -> float:
     """The same for the exact track: phonemes added as their audio arrives, frames taken."""
     step = chunk_ms * 48
@@ -119,11 +134,17 @@ def phoneme_cost(spoken: Render, chunk_ms: int) -> float:
 def costs() -> dict[str, Any]:
     renders = [render(s, v, speed) for v, speed in EVAL_VOICES for s in EVAL_SENTENCES]
     acoustic_frames(renders[0].pcm)  # load the model, warm the caches
-    runs: dict[str, list[float]] = {"acoustic_20ms": [], "acoustic_100ms": [], "phonemes": []}
+    runs: dict[str, list[float]] = {
+        "acoustic_20ms": [],
+        "acoustic_100ms": [],
+        "stream_20ms": [],
+        "phonemes": [],
+    }
     for _ in range(COST_PASSES):
         for spoken in renders:
             runs["acoustic_20ms"].append(acoustic_cost(spoken.pcm, 20))
             runs["acoustic_100ms"].append(acoustic_cost(spoken.pcm, 100))
+            runs["stream_20ms"].append(stream_cost(spoken.pcm, 20))
             runs["phonemes"].append(phoneme_cost(spoken, 20))
     loads = []
     for _ in range(LOAD_REPEATS):
@@ -185,6 +206,7 @@ def print_table(r: dict[str, Any]) -> None:
     for name, label in (
         ("acoustic_20ms", "AcousticVisemes, 20 ms chunks"),
         ("acoustic_100ms", "AcousticVisemes, 100 ms chunks"),
+        ("stream_20ms", "npcd's path, 20 ms deltas"),
         ("phonemes", "PhonemeTrack, 20 ms chunks"),
     ):
         v = c[name]

@@ -18,6 +18,11 @@ from npcd.lipsync.visemes import SIL
 __all__ = ["FrameSource", "VisemeStream", "acoustic_visemes"]
 
 _BYTES_PER_MS: Final = 48  # PCM16 mono 24 kHz
+#: The audio analysis costs mostly per call (numpy's overhead): 1.9% of a core (p99 2.5%) fed
+#: 20 ms deltas, 0.5% fed 100 ms ones. Analysing at least 40 ms at once keeps it near 1% for a
+#: backend that streams small deltas, for at most 20 ms more lag on frames that are ahead of
+#: playback anyway.
+MIN_ANALYSIS_BYTES: Final = 40 * _BYTES_PER_MS
 
 
 class FrameSource(Protocol):
@@ -111,6 +116,8 @@ class VisemeStream:
             return self._track.frames(upto / _BYTES_PER_MS)
         if self._acoustic is not None:
             take = max(0, upto - self._fed)
+            if not final and take < MIN_ANALYSIS_BYTES:
+                return []  # too little to be worth a call; it waits for the next chunk
             pcm = bytes(self._pending[:take])
             del self._pending[:take]
             self._fed += take
