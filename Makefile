@@ -71,6 +71,7 @@ bench: all
 	$(BIN)/python bench/lipsync_latency.py
 	$(BIN)/python bench/backend_latency.py
 	$(BIN)/python bench/fault_recovery.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/npcd bench --out bench/results
 
 clean:

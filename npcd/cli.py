@@ -18,6 +18,7 @@ from npcd.bench.suite import add_arguments as add_bench_arguments
 from npcd.config import DEFAULT_LISTEN, Settings, env_default, parse_listen
 from npcd.errors import StartupError
 from npcd.log import setup_logging
+from npcd.memory import cli as memory_cli
 from npcd.personas import PersonaIssue, load_directory, load_files
 from npcd.personas.loader import PERSONA_SUFFIXES
 from npcd.personas.model import base_persona_json_schema, persona_json_schema
@@ -80,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close an NPC's backend session after this long without a conversation; it "
         "reconnects, memory intact, when talked to (env NPCD_IDLE_CLOSE; default 0 = never)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where NPC memory is kept (memory.sqlite3); env NPCD_DATA_DIR; default "
+        "$XDG_DATA_HOME/npcd or ~/.local/share/npcd",
+    )
+    serve.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="remember nobody across conversations and restarts (no database is opened)",
     )
     serve.add_argument(
         "--log-level",
@@ -147,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure what npcd costs on this machine (a few minutes; see README)"
     )
     add_bench_arguments(bench)
+    memory_cli.add_commands(commands)
     return parser
 
 
@@ -155,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "memory":
+            return memory_cli.run(args)
         if args.command == "backend":
             return _backend(args)
         if args.command == "validate":
@@ -190,6 +207,8 @@ def _serve(args: argparse.Namespace) -> int:
         azure_endpoint=args.azure_endpoint,
         max_sessions=args.max_sessions,
         idle_close_s=args.idle_close,
+        data_dir=args.data_dir,
+        memory=not args.no_memory,
     )
     try:
         eventloop.run(serve_forever(settings), args.loop)

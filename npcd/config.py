@@ -102,6 +102,11 @@ class Settings:
     max_sessions: int = 0
     #: Close an NPC's backend session after this many idle seconds (0: never).
     idle_close_s: float = 0.0
+    #: Where NPC memory lives (``memory.sqlite3``); None: $NPCD_DATA_DIR, else
+    #: $XDG_DATA_HOME/npcd, else ~/.local/share/npcd.
+    data_dir: Path | None = None
+    #: Remember named players across conversations and restarts (README, Memory).
+    memory: bool = True
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work, with a message saying why."""

@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from npcd.memory.store import MemoryKey
 from npcd.personas import LoadedPersona
 from npcd.reachability import Reachability
 from npcd.realtime import events as ev
@@ -156,6 +157,9 @@ class NpcSlot:
         self.context: dict[str, str] = {}
         self.push_to_talk = persona.persona.turn_detection.type == "none"
         self.actions_enabled = True
+        #: Whose memory the session's conversation holds (`Conversation` keeps it): None for
+        #: nobody's, the anonymous players' talk of this daemon run.
+        self.memory_key: MemoryKey | None = None
         self.connects = 0
         self.last_error = ""
         #: The latest connect attempt failed (reset by the next success): a conversation can

@@ -11,6 +11,11 @@ Which persona a session speaks for is read from the protocol itself, in this ord
 Then, per turn: a player line is matched by meaning (`IntentModel`) to a dialogue line's
 ``when`` phrases; a game event (a system note "Game event: NAME") to its ``on_trigger`` names;
 nothing matching gives the persona's fallback lines in turn.
+
+Memory: every persona also understands "do you remember me?" and its paraphrases. With npcd's
+memory note in the conversation (`npcd.memory.recall`) the NPC quotes the player's last line
+from it (not counting such questions); without one it says they have not met. That is how a
+scripted NPC shows, audibly, what it was given.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npcd.localbackend.engines import IntentModel
+from npcd.memory.recall import player_lines
 from npcd.personas.model import Persona
 from npcd.personas.template import DEFAULT_PLAYER_NAME, render
 
@@ -37,6 +43,16 @@ class Reply:
 
 
 IntentFactory = Callable[[list[tuple[int, list[str]]]], IntentModel]
+
+#: Player lines that ask the NPC what it remembers (matched by meaning, like dialogue lines).
+RECALL_PHRASES = [
+    "do you remember me",
+    "have we met before",
+    "do you know who I am",
+    "what did I tell you last time",
+    "remember what I said before",
+    "we spoke before, remember",
+]
 
 
 def find_persona(
@@ -67,11 +83,20 @@ class Brain:
         self._fallback = itertools.cycle(fallback)
         examples = [(i, list(line.when)) for i, line in enumerate(self._lines) if line.when]
         self._intents = intents(examples) if intents and examples else None
+        self._recall = intents([(0, RECALL_PHRASES)]) if intents and persona else None
 
-    def reply_to(self, said: str, tools: set[str]) -> Reply:
-        """The answer to something the player said."""
+    def reply_to(self, said: str, tools: set[str], memory: str | None = None) -> Reply:
+        """The answer to something the player said (``memory``: npcd's memory note, if any)."""
         if self.persona is None:
             return Reply(f"I heard you say: {said.strip()}" if said.strip() else "Hm?")
+        recall = self._recall
+        if recall is not None and said.strip() and recall.match(said) is not None:
+            # The last thing the player said that was not itself "do you remember me?".
+            lines = player_lines(memory) if memory else []
+            line = next((t for t in reversed(lines) if recall.match(t) is None), None)
+            if line:
+                return Reply(f'Of course I remember you. Last time you said: "{line}"')
+            return Reply("I don't believe we've met.")
         match = self._intents.match(said) if self._intents and said.strip() else None
         if match is None:
             return Reply(self._fill(next(self._fallback)))

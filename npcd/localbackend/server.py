@@ -90,6 +90,8 @@ class LocalBackend:
         self.options = options
         self.secrets = _Secrets()
         self.sessions = 0
+        #: The sessions connected now (what `POST /v1/npcd/sessions` reports).
+        self.live: set[BackendSession] = set()
         self._server: Server | None = None
 
     @property
@@ -174,12 +176,16 @@ class LocalBackend:
         """Answer one REST request: (status, JSON body)."""
         route = urlsplit(path).path.rstrip("/")
         if method != "POST" or not route.endswith(
-            ("/realtime/client_secrets", "/realtime/sessions")
+            ("/realtime/client_secrets", "/realtime/sessions", "/npcd/sessions")
         ):
             return 404, _rest_error("not_found", f"Unknown endpoint {method} {route}")
         key = _credential(headers)
         if not key or self.secrets.valid(key) or not self._key_ok(key):
             return 401, _rest_error("invalid_api_key", "Incorrect API key provided.")
+        if route.endswith("/npcd/sessions"):
+            # The local backend's own inspection endpoint: what each connected session holds
+            # (its conversation as text), so tests and developers can see what npcd gave it.
+            return 200, {"sessions": [session.describe() for session in self.live]}
         try:
             request = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError:
@@ -249,6 +255,7 @@ class LocalBackend:
         expiry = asyncio.get_running_loop().call_later(
             self.options.max_session_s, lambda: asyncio.ensure_future(self._expire(ws, dialect))
         )
+        self.live.add(session)
         try:
             await session.start()
             async for frame in ws:
@@ -256,6 +263,7 @@ class LocalBackend:
         except ConnectionClosed:
             pass
         finally:
+            self.live.discard(session)
             expiry.cancel()
             await session.close()
 

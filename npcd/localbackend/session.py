@@ -27,6 +27,7 @@ from npcd import audio
 from npcd.localbackend.brain import Brain, Reply, find_persona, game_event
 from npcd.localbackend.engines import SpeechChunk, Synthesizer, Transcriber, VoiceActivity
 from npcd.localbackend.engines.vad import SpeechStarted, VadSegmenter
+from npcd.memory.recall import MEMORY_NOTE_PREFIX
 from npcd.personas.model import Persona
 from npcd.realtime import events as ev
 from npcd.realtime.codec import decode_client, encode_server, server_event_supported
@@ -191,6 +192,16 @@ class BackendSession:
         #: The model named the persona (``npcd-local:<id>``): instructions never override it.
         self._pinned = self._persona is not None
         self._configure_vad()
+
+    def describe(self) -> dict[str, Any]:
+        """The session as text: its model, persona and conversation items in order."""
+        items = []
+        for item_id in self.order:
+            state = self.items.get(item_id)
+            if state is not None:
+                items.append({"id": item_id, **_item_text(state)})
+        persona = self._persona.id if self._persona is not None else None
+        return {"model": self.config.model, "persona": persona, "items": items}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -620,8 +631,18 @@ class BackendSession:
             ).strip()
             if not text and last.heard is not None:
                 text = await last.heard
-            return brain.reply_to(text, tools)
+            return brain.reply_to(text, tools, self._memory_note())
         return brain.greeting()
+
+    def _memory_note(self) -> str | None:
+        """npcd's memory note (a system message), if the conversation holds one."""
+        for item_id in self.order:
+            item = self.items[item_id].item
+            if isinstance(item, SystemMessage):
+                text = " ".join(c.text or "" for c in item.content)
+                if text.startswith(MEMORY_NOTE_PREFIX):
+                    return text
+        return None
 
     def _brain(self) -> Brain:
         persona = self._persona
@@ -803,3 +824,21 @@ class BackendSession:
 
 
 __all__ = ["BackendSession", "Engines"]
+
+
+def _item_text(state: _ItemState) -> dict[str, str]:
+    item = state.item
+    if isinstance(item, FunctionCallOutput):
+        return {"type": "function_call_output", "text": item.output}
+    if isinstance(item, AssistantMessage):
+        return {"type": "message", "role": "assistant", "text": state.transcript}
+    role = "system" if isinstance(item, SystemMessage) else "user"
+    texts = [
+        getattr(c, "text", None) or getattr(c, "transcript", None) or ""
+        for c in getattr(item, "content", ())
+    ]
+    return {
+        "type": getattr(item, "type", "message"),
+        "role": role,
+        "text": " ".join(t for t in texts if t),
+    }

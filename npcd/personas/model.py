@@ -191,6 +191,23 @@ class Transcription(_Strict):
     )
 
 
+class MemorySettings(_Strict):
+    """What the NPC keeps of earlier conversations with a player (per save slot), when the game
+    names the player (`Start.player.id`)."""
+
+    enabled: bool = Field(True, description="Remember players across conversations and restarts.")
+    budget_chars: int = Field(
+        3000,
+        ge=200,
+        le=32000,
+        description="Most characters of memory (summary plus recent turns) the NPC is given at "
+        "the start of a conversation; about 4 characters a token.",
+    )
+    recent_turns: int = Field(
+        16, ge=0, le=200, description="How many of the latest turns are given word for word."
+    )
+
+
 class ActionCall(_Strict):
     """An action fired by a scripted offline line."""
 
@@ -332,6 +349,7 @@ class Persona(_Strict):
     turn_detection: TurnDetection = Field(default_factory=TurnDetection)  # type: ignore[arg-type]
     transcription: Transcription = Field(default_factory=Transcription)  # type: ignore[arg-type]
     dialogue: Dialogue = Field(default_factory=Dialogue)
+    memory: MemorySettings = Field(default_factory=MemorySettings)  # type: ignore[arg-type]
     emotions: list[Emotion] = Field(
         default_factory=_builtin_emotions,
         min_length=1,

@@ -294,6 +294,20 @@ class RealtimeSession:
             for old in list(self._sent_items)[:128]:
                 del self._sent_items[old]
 
+    def forget_conversation(self) -> int:
+        """Delete every item of the conversation so far, on the server and here (a new player,
+        or another save slot, starts from what it remembers, not from the last talk). Items
+        still unacknowledged are deleted too: the server handles the create first. Returns how
+        many were deleted. Call it with no response in progress."""
+        ids = list(dict.fromkeys([*self.order, *self._unconfirmed, *self._session_only]))
+        for item_id in ids:
+            self._send(ev.ConversationItemDelete(item_id=item_id), "conversation.item.delete")
+        self.items.clear()
+        self.order.clear()
+        self._unconfirmed.clear()
+        self._session_only.clear()
+        return len(ids)
+
     @property
     def unconfirmed_items(self) -> int:
         """Items sent (or queued) that the server has not acknowledged yet."""

@@ -28,6 +28,8 @@ from npcd.config import ListenAddress, Secret, Settings
 from npcd.errors import StartupError
 from npcd.localbackend.defaults import default_engines
 from npcd.localbackend.server import BackendOptions, LocalBackend
+from npcd.memory.keeper import MemoryKeeper
+from npcd.memory.paths import DB_NAME, default_data_dir
 from npcd.personas import Catalog, load_directory
 from npcd.pool import PoolOptions, SessionPool
 from npcd.realtime.endpoints import DEFAULT_MODEL, OPENAI_BASE_URL, Backend, Provider
@@ -49,6 +51,8 @@ class RunningServer:
     catalog: Catalog
     pool: SessionPool | None = None
     local_backend: LocalBackend | None = None
+    #: NPC memory (with a backend); off (``memory.on`` false) if its database failed to open.
+    memory: MemoryKeeper | None = None
     watcher: asyncio.Task[None] | None = None
     #: Keeps the service's health in step with the backend after start-up.
     health_follower: asyncio.Task[None] | None = None
@@ -143,6 +147,10 @@ async def start_server(
     settings.check()
     pool: SessionPool | None = None
     local: LocalBackend | None = None
+    memory: MemoryKeeper | None = None
+    if with_backend and settings.memory:
+        data_dir = settings.data_dir or default_data_dir()
+        memory = await MemoryKeeper.open(data_dir / DB_NAME)
     if with_backend:
         backend, local = await build_backend(settings, catalog)
         pool = SessionPool(
@@ -167,7 +175,11 @@ async def start_server(
     server = grpc.aio.server(options=options)
     holder: list[RunningServer] = []  # the servicer reads the catalogue a reload may replace
     add_to_server(
-        NpcService(lambda: holder[0].catalog.personas if holder else catalog.personas, pool),
+        NpcService(
+            lambda: holder[0].catalog.personas if holder else catalog.personas,
+            pool,
+            memory=memory,
+        ),
         server,
     )
     health_servicer = health.aio.HealthServicer()
@@ -196,7 +208,7 @@ async def start_server(
         address = address.with_port(port)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, address, health_servicer, catalog, pool, local)
+    running = RunningServer(server, address, health_servicer, catalog, pool, local, memory)
     holder.append(running)
     if settings.reload_interval_s > 0:
         running.watcher = asyncio.create_task(
@@ -264,6 +276,8 @@ async def stop_server(running: RunningServer, grace: float) -> None:
         await running.pool.close()
     if running.local_backend is not None:
         await running.local_backend.close()
+    if running.memory is not None:
+        await running.memory.close()
     if running.address.unix_path is not None:
         with contextlib.suppress(FileNotFoundError):
             running.address.unix_path.unlink()

