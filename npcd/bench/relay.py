@@ -135,7 +135,7 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
             servers = {"echo": _Server("echo", echo, backend + "?model=echo")}
 
             serve = ["serve", "--characters", str(work / "characters"), "--listen", "127.0.0.1:0"]
-            serve += ["--loop", plan.loop]
+            serve += ["--loop", plan.loop, "--data-dir", str(work / "memory")]
             daemon = stack.enter_context(
                 Daemon([*serve, "--backend", f"ws://127.0.0.1:{port}/v1"], command=plan.daemon)
             )

@@ -199,8 +199,10 @@ def write_personas(folder: Path, count: int) -> None:
 
 def measure_once(characters: Path, *, settle_s: float, timeout: float) -> dict[str, Any]:
     """One `npcd serve` from launch to idle: the times, the sessions ready and its RSS."""
+    memory = str(characters.parent / "memory")  # opened at start-up, as in a game
     with Daemon(
         ["serve", "--listen", "127.0.0.1:0", "--characters", str(characters), "--log-level", "INFO"]
+        + ["--data-dir", memory]
     ) as daemon:
         target, listening_s = wait_listening(daemon, timeout)
         ready_s, ready = wait_serving(daemon, target, timeout - listening_s)

