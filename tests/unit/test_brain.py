@@ -63,3 +63,32 @@ def test_lines_actions_and_fallbacks() -> None:
 def test_game_event_notes() -> None:
     assert game_event("Game event: player_drew_weapon\nweapon: axe") == "player_drew_weapon"
     assert game_event("The player waved.") is None
+
+
+NOTE = (
+    "What you remember of earlier conversations with Ada (npcd memory; 1 earlier conversation):\n"
+    "Most recent:\nPlayer: I need a sword for the wolf hunt.\nYou: Forty gold.\n"
+    "Player: Do you remember me?\nYou: Of course."
+)
+
+
+class Recall(ByWord):
+    """Matches the recall phrases only (their distinctive words), like the real model would."""
+
+    def match(self, text: str) -> Match | None:
+        lowered = text.lower()
+        if any(p in lowered for p in ("remember me", "met before")):
+            return Match(0, 1.0, "")
+        return None
+
+
+def test_do_you_remember_me_quotes_the_memory_note_or_says_we_have_not_met() -> None:
+    brain = Brain(PERSONAS["blacksmith"], Recall)
+    remembered = brain.reply_to("Do you remember me?", set(), NOTE)
+    assert remembered.text.endswith('"I need a sword for the wolf hunt."'), (
+        "the last line that was not itself the question"
+    )
+    assert brain.reply_to("Have we met before?", set(), None).text == "I don't believe we've met."
+    assert brain.reply_to("Have we met before?", set(), "no note here").text == (
+        "I don't believe we've met."
+    )

@@ -511,3 +511,15 @@ def test_a_refused_create_keeps_its_overrides_when_it_waits_for_the_servers_resp
     session.request_response(overrides, tag="greeting")
     refuse(server, sent(session)[0], "conversation_already_has_active_response")
     assert session.unstarted_responses() == [(overrides, "greeting")]
+
+
+def test_forgetting_the_conversation_deletes_every_item_and_replays_nothing(pair) -> None:
+    session, server = pair
+    speak(session, server, 1000, "swords and shields")
+    server.done("resp_1")
+    session.add_user_text("not yet echoed")
+    sent(session)
+    assert session.forget_conversation() == 2
+    deletes = [e["item_id"] for e in sent(session) if e["type"] == "conversation.item.delete"]
+    assert len(deletes) == 2, "the echoed item and the one still unconfirmed"
+    assert session.history() == [] and list(session.items_in_order()) == []
