@@ -421,6 +421,11 @@ class Conversation(SlotListener):
         """The next message for the game, as it should leave now; None when the stream ends."""
         while True:
             message = await self.out.get()
+            if type(message) is pb.ConverseResponse:  # the common case first: one check
+                sending = self.outgoing(message)
+                if sending is not None:
+                    return sending
+                continue
             if message is _END:
                 return None
             if isinstance(message, _PendingEmotion):
@@ -452,9 +457,7 @@ class Conversation(SlotListener):
             more, frames = self.out.take_audio(
                 chunk.response_id,
                 self._merge_bytes - len(chunk.data),
-                companion=lambda item: (
-                    isinstance(item, _PendingVisemes) and item.turn.id == chunk.response_id
-                ),
+                self._lipsync_of if self.caps.visemes else None,
             )
             if more:
                 datas = [m.audio.data for m in more]
@@ -472,6 +475,10 @@ class Conversation(SlotListener):
             if finished is not None:
                 message.response_done.latency.CopyFrom(self._latency(finished))
         return message
+
+    @staticmethod
+    def _lipsync_of(item: object, response_id: str) -> bool:
+        return isinstance(item, _PendingVisemes) and item.turn.id == response_id
 
     def _viseme_run(self, pending: _PendingVisemes) -> pb.ConverseResponse | None:
         """The frames of the audio sent so far, as runs on the frame grid (one, usually)."""

@@ -55,17 +55,21 @@ class Outbox:
         return self._items.popleft()
 
     def take_audio(
-        self, response_id: str, room: int, companion: Callable[[object], bool] = lambda _: False
+        self,
+        response_id: str,
+        room: int,
+        companion: Callable[[object, str], bool] | None = None,
     ) -> tuple[list[pb.ConverseResponse], list[object]]:
         """Remove and return the audio chunks of ``response_id`` at the head of the queue, up to
-        ``room`` bytes in all, and the items between them that ``companion`` says belong with
-        that audio (its lip-sync); stops at the first message of any other kind or response."""
+        ``room`` bytes in all, and the items between them that ``companion(item, response_id)``
+        says belong with that audio (its lip-sync); stops at the first message of any other
+        kind or response."""
         audio: list[pb.ConverseResponse] = []
         companions: list[object] = []
         items = self._items
         while items:
             head = items[0]
-            if companion(head):
+            if companion is not None and companion(head, response_id):
                 companions.append(head)
                 items.popleft()
                 continue

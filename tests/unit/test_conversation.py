@@ -53,7 +53,7 @@ def test_take_audio_stops_at_another_response_another_kind_or_the_size_limit() -
         chunk("r2", b"d" * 4),
     ):
         box.put(item)
-    audio, companions = box.take_audio("r1", 100, companion=lambda i: i == "lip-sync of r1")
+    audio, companions = box.take_audio("r1", 100, lambda i, r: i == f"lip-sync of {r}")
     assert [m.audio.data for m in audio] == [b"a" * 4, b"b" * 4]
     assert companions == ["lip-sync of r1"], "what belongs with the audio comes along"
     assert box.take_audio("r1", 100) == ([], []), "r2's audio stays r2's"
