@@ -90,14 +90,20 @@ class Brain:
         if self.persona is None:
             return Reply(f"I heard you say: {said.strip()}" if said.strip() else "Hm?")
         recall = self._recall
-        if recall is not None and said.strip() and recall.match(said) is not None:
+        asked = recall.match(said) if recall is not None and said.strip() else None
+        scripted = self._intents.match(said) if self._intents and said.strip() else None
+        if (
+            recall is not None
+            and asked is not None
+            and (scripted is None or asked.score > scripted.score)
+        ):
             # The last thing the player said that was not itself "do you remember me?".
             lines = player_lines(memory) if memory else []
-            line = next((t for t in reversed(lines) if recall.match(t) is None), None)
+            line = next((t for t in reversed(lines) if t and recall.match(t) is None), None)
             if line:
                 return Reply(f'Of course I remember you. Last time you said: "{line}"')
             return Reply("I don't believe we've met.")
-        match = self._intents.match(said) if self._intents and said.strip() else None
+        match = scripted
         if match is None:
             return Reply(self._fill(next(self._fallback)))
         return self._line(match.intent, tools)

@@ -182,6 +182,9 @@ class LocalBackend:
         key = _credential(headers)
         if not key or self.secrets.valid(key) or not self._key_ok(key):
             return 401, _rest_error("invalid_api_key", "Incorrect API key provided.")
+        if route.endswith("/npcd/sessions") and not self.options.api_keys:
+            # Without configured keys any key passes: players' talk is not for any process.
+            return 404, _rest_error("not_found", "Inspection needs the backend to have keys")
         if route.endswith("/npcd/sessions"):
             # The local backend's own inspection endpoint: what each connected session holds
             # (its conversation as text), so tests and developers can see what npcd gave it.

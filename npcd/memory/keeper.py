@@ -30,6 +30,8 @@ __all__ = ["MemoryKeeper", "MemoryUnavailable"]
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Store failures that pass: memory stays on (see `MemoryStoreError.kind`).
+_TRANSIENT = frozenset({"locked", "disk-full", "io"})
 
 
 class MemoryUnavailable(Exception):
@@ -116,7 +118,15 @@ class MemoryKeeper:
             return None
         try:
             return await self._call(fn, store)
-        except (MemoryStoreError, sqlite3.Error, OSError) as exc:
+        except MemoryStoreError as exc:
+            if exc.kind in _TRANSIENT:
+                # Locked by another process for longer than the busy timeout, or a full disk:
+                # this write is lost, memory stays on for the next.
+                _LOGGER.warning("memory: one write lost (%s)", exc)
+                return None
+            self._fail(exc)
+            return None
+        except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return None
 

@@ -38,7 +38,8 @@ def memory_note(recall: Recall, player_name: str) -> str:
     Its size is the recall's text plus the header and a label per line (about 120 characters
     and 10 per turn), which the recall budget does not count.
     """
-    if not recall.summary and not recall.turns:
+    turns = [turn for turn in recall.turns if turn.text.strip()]  # a line never transcribed
+    if not recall.summary and not turns:
         return ""
     n = recall.conversations
     name = _one_line(player_name) or "the player"
@@ -46,9 +47,9 @@ def memory_note(recall: Recall, player_name: str) -> str:
     lines = [f"{MEMORY_NOTE_PREFIX}{name} (npcd memory; {n} earlier conversation{plural}):"]
     if recall.summary:
         lines.append(f"Summary: {_one_line(recall.summary)}")
-    if recall.turns:
+    if turns:
         lines.append("Most recent:")
-        lines.extend(f"{LABELS[turn.role]}{_one_line(turn.text)}" for turn in recall.turns)
+        lines.extend(f"{LABELS[turn.role]}{_one_line(turn.text)}" for turn in turns)
     return "\n".join(lines)
 
 

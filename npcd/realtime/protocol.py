@@ -300,6 +300,7 @@ class RealtimeSession:
         still unacknowledged are deleted too: the server handles the create first. Returns how
         many were deleted. Call it with no response in progress."""
         ids = list(dict.fromkeys([*self.order, *self._unconfirmed, *self._session_only]))
+        self.clear_audio()  # the last player's uncommitted speech is theirs too
         for item_id in ids:
             self._send(ev.ConversationItemDelete(item_id=item_id), "conversation.item.delete")
         self.items.clear()

@@ -67,6 +67,9 @@ MAX_HELD_AUDIO_MS = 15_000
 MAX_KEPT_WHILE_AWAY = 16
 MIN_COMMIT_MS = 100
 MIN_VISEME_FPS = 10
+#: How long a new conversation waits for the last one's response to end (40 x 50 ms).
+_IDLE_CHECKS = 40
+_IDLE_CHECK_S = 0.05
 #: The longest a sentence's emotion may hold the stream when it gets there (see `_resolved`).
 EMOTION_WAIT_S = 0.03
 MAX_PLAYER_ID_CHARS = 128
@@ -348,10 +351,10 @@ class Conversation(SlotListener):
         slot.context = dict(self.context)
         slot.actions_enabled = self.caps.actions
         slot.push_to_talk = self.push_to_talk
+        await self._remember_player()
         if self._emotions_asked:
             self._emotions = await asyncio.to_thread(emotion_classifier, slot.persona.persona)
             self.caps.emotions = self._emotions is not None
-        await self._remember_player()
         await slot.reconfigure()
         if self.greet:
             self._request(pb.RESPONSE_CAUSE_GREETING, self._greeting_overrides())
@@ -372,25 +375,42 @@ class Conversation(SlotListener):
     async def _remember_player(self) -> None:
         """Give the NPC what it remembers of this player in this save slot, and start this
         conversation's journal. The NPC's session is shared by everyone who talks to it: when
-        the player (or slot) changes, the last one's conversation is deleted from it first."""
+        the player (or slot) changes, the last one's conversation is deleted from it first,
+        whether memory is on or not, so nobody hears about another player's game."""
         slot = self.slot
+        session = slot.session
+        owner = self.memory_key
+        if owner != slot.memory_key:
+            # The last player's response may still be ending (its cancel waits for the server's
+            # id); what it says must not reach this player, so wait for it (bounded).
+            for _ in range(_IDLE_CHECKS):
+                if session.response_phase is ResponsePhase.IDLE:
+                    break
+                await asyncio.sleep(_IDLE_CHECK_S)
+            if owner is not None or slot.memory_key is not None:
+                session.forget_conversation()
+            slot.memory_key = owner
+            fresh = True
+        else:
+            fresh = False  # the same player and slot again: the session still holds it all
         keeper = self._keeper
         settings = slot.persona.persona.memory
-        key = self.memory_key
-        if keeper is None or not keeper.on or not settings.enabled:
-            key = None
-        if key != slot.memory_key:
-            if key is not None or slot.memory_key is not None:
-                slot.session.forget_conversation()
-            slot.memory_key = key
-            if key is not None and keeper is not None:
-                recall = await keeper.recall(key, settings.budget_chars, settings.recent_turns)
-                name = self.context.get("player_name", "the player")
-                note = memory_note(recall, name) if recall is not None else ""
-                if note:
-                    slot.session.add_item(SystemMessage(content=(InputText(text=note),)))
-        if key is not None and keeper is not None:
-            self._journal = Journal(keeper, key)
+        if owner is None or keeper is None or not keeper.on or not settings.enabled:
+            return
+        self._journal = Journal(keeper, owner)
+        if fresh:
+            try:
+                recall = await asyncio.wait_for(
+                    keeper.recall(owner, settings.budget_chars, settings.recent_turns),
+                    MEMORY_WAIT_S,
+                )
+            except TimeoutError:
+                _LOGGER.warning("npc %s: memory too slow to answer; no memory note", slot.id)
+                recall = None
+            name = self.context.get("player_name", "the player")
+            note = memory_note(recall, name) if recall is not None else ""
+            if note:
+                session.add_item(SystemMessage(content=(InputText(text=note),)))
 
     async def close(self) -> None:
         """The stream is over: stop what the NPC is saying and forget this client."""
@@ -405,8 +425,10 @@ class Conversation(SlotListener):
         with contextlib.suppress(Exception):
             await self.slot.flush()
         if self._journal is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._journal.settle(), MEMORY_WAIT_S)
+            try:  # shielded: a timeout here must not cancel the writes still queued
+                await asyncio.wait_for(asyncio.shield(self._journal.settle()), MEMORY_WAIT_S)
+            except TimeoutError:
+                _LOGGER.warning("npc %s: memory writes still pending at the end", self.slot.id)
 
     def finish(self, error: NpcdError | None = None) -> None:
         """End the outgoing stream (with ``error`` as its status, if given)."""
@@ -435,8 +457,12 @@ class Conversation(SlotListener):
             elif isinstance(message, _PendingVisemes):
                 message = self._viseme_run(message)
             elif isinstance(message, _Await):
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(asyncio.shield(message.task), MEMORY_WAIT_S)
+                except TimeoutError:
+                    _LOGGER.warning("npc %s: a turn left before memory had it", self.slot.id)
+                except Exception:  # noqa: BLE001, S110 - the keeper logs its own failures
+                    pass
                 continue
             if isinstance(message, pb.ConverseResponse):
                 sending = self.outgoing(message)
@@ -1193,9 +1219,10 @@ class Conversation(SlotListener):
                 else 0,
             )
         heard = self._heard(turn)
-        if self._journal is not None and heard:
-            turn.memory_row = self._journal.write("npc", heard)
-            self.out.put(_Await(turn.memory_row))  # type: ignore[arg-type]
+        if self._journal is not None:
+            if heard:
+                turn.memory_row = self._journal.write("npc", heard)
+            self.out.put(_Await(self._journal.tail))  # the whole turn, action results too
         done = pb.ResponseDone(
             response_id=turn.id,
             status=status,

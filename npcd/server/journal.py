@@ -46,14 +46,19 @@ class Journal:
         self._last = task  # type: ignore[assignment]
         return task
 
+    @property
+    def tail(self) -> asyncio.Future[object]:
+        """The latest write: done when everything asked for so far is."""
+        return self._last
+
     async def settle(self) -> None:
         """Wait for every write asked for so far."""
         with contextlib.suppress(Exception):
-            await self._last
+            await asyncio.shield(self._last)
 
     async def _append(self, before: asyncio.Future[object], entry: Entry) -> int | None:
-        with contextlib.suppress(Exception):
-            await before
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(before)
         conversation = await self._conversation
         if conversation is None:
             return None
@@ -63,8 +68,8 @@ class Journal:
     async def _revise(
         self, before: asyncio.Future[object], row: asyncio.Future[int | None], text: str
     ) -> None:
-        with contextlib.suppress(Exception):
-            await before
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(before)
         row_id = await row
         if row_id is not None:
             await self._keeper.revise(row_id, text)

@@ -261,9 +261,11 @@ class NpcService(pb_grpc.NpcServiceServicer):
         for slot in self._pool.slots.values():
             key = slot.memory_key
             if key is not None and key.player == player and save_slot in (None, key.slot):
+                # Busy: the talk goes on, but the player's next conversation starts afresh.
+                slot.memory_key = None
                 if not self._pool.busy(slot.persona.persona.id):
                     slot.session.forget_conversation()
-                    slot.memory_key = None
+                    asyncio.get_running_loop().create_task(slot.flush())  # noqa: RUF006
 
     async def Converse(
         self,

@@ -25,9 +25,10 @@ def test_startup_reports_every_level_with_sane_times_and_memory() -> None:
         # The in-process backend's speech models alone take far more than 50 MiB.
         assert row["rss_idle_kib"]["median"] > 50 * 1024
         assert row["rss_ready_kib"]["median"] > 50 * 1024
-    # Two idle sessions apart, allocator noise can outweigh them, so only the scale is checked.
+    # Two idle sessions apart, allocator noise (onnxruntime's arenas, since start-up also
+    # embeds the emotion examples) can outweigh them, so only the scale is checked.
     per_session = result["rss_per_idle_session_kib"]
-    assert isinstance(per_session, float) and abs(per_session) < 8 * 1024
+    assert isinstance(per_session, float) and abs(per_session) < 16 * 1024
     table = startup.format_table(result)
     assert "all NPCs ready" in table and "memory per idle pooled session" in table
 

@@ -71,7 +71,7 @@ class Daemon:
 
 
 @asynccontextmanager
-async def serve(backend: LocalBackend, data_dir: Path) -> AsyncIterator[Daemon]:
+async def serve(backend: LocalBackend, data_dir: Path, *extra: str) -> AsyncIterator[Daemon]:
     process = await asyncio.create_subprocess_exec(
         *NPCD,
         "serve",
@@ -83,6 +83,7 @@ async def serve(backend: LocalBackend, data_dir: Path) -> AsyncIterator[Daemon]:
         "ws" + backend.base_url.removeprefix("http"),
         "--data-dir",
         str(data_dir),
+        *extra,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NPCD_API_KEY": KEY},
     )
@@ -158,11 +159,12 @@ async def test_a_kill_mid_response_keeps_every_finished_turn(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
     async with serve(backend, tmp_path) as first:
-        finished = await say(first, "ada", "1", "What do you have for sale?")
         async with grpc.aio.insecure_channel(first.target) as channel:
             start = pb.Start(character_id="blacksmith", player=pb.Player(id="ada"), save_slot="1")
             game = Game(channel, start)
             await game.until("ready")
+            game.send(text=pb.TextMessage(text="What do you have for sale?"))
+            finished = await game.until("response_done")  # on disk before this came
             game.send(text=pb.TextMessage(text="Tell me about the mines."))
             await game.until("audio")  # the NPC is speaking: kill -9 now
             first.process.send_signal(signal.SIGKILL)
@@ -181,11 +183,22 @@ async def test_a_kill_mid_response_keeps_every_finished_turn(
     assert exporter.returncode == 0
     document: dict[str, Any] = json.loads(out)
     texts = [t["text"] for c in document["conversations"] for t in c["turns"]]
-    assert "What do you have for sale?" in texts
-    assert finished.transcript in texts, "the finished NPC line, whole"
+    assert texts[:2] == ["What do you have for sale?", finished.transcript], "whole, in order"
     async with serve(backend, tmp_path) as second:
         await say(second, "ada", "1", "Do you remember me?")
         assert finished.transcript.split(".")[0] in given(backend)
+
+
+async def test_without_memory_one_player_still_never_hears_another(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    async with serve(backend, tmp_path, "--no-memory") as daemon:
+        await say(daemon, "ada", "1", "My vault code is 1234.")
+        await say(daemon, "bo", "1", "Hello there.")
+        [session] = [d for s in backend.live if (d := s.describe())["persona"] == "blacksmith"]
+        said = " ".join(i["text"] for i in session["items"])
+        assert "Hello there." in said and "1234" not in said
+    assert not (tmp_path / "memory.sqlite3").exists(), "no database opened"
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "not a folder"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from npcd.localbackend.brain import Brain, find_persona, game_event
+from npcd.localbackend.defaults import default_engines
 from npcd.localbackend.engines import Match
 from npcd.personas import load_directory
 from npcd.personas.prompt import render_instructions
@@ -72,18 +73,8 @@ NOTE = (
 )
 
 
-class Recall(ByWord):
-    """Matches the recall phrases only (their distinctive words), like the real model would."""
-
-    def match(self, text: str) -> Match | None:
-        lowered = text.lower()
-        if any(p in lowered for p in ("remember me", "met before")):
-            return Match(0, 1.0, "")
-        return None
-
-
 def test_do_you_remember_me_quotes_the_memory_note_or_says_we_have_not_met() -> None:
-    brain = Brain(PERSONAS["blacksmith"], Recall)
+    brain = default_engines().brain(PERSONAS["blacksmith"])
     remembered = brain.reply_to("Do you remember me?", set(), NOTE)
     assert remembered.text.endswith('"I need a sword for the wolf hunt."'), (
         "the last line that was not itself the question"
@@ -92,3 +83,15 @@ def test_do_you_remember_me_quotes_the_memory_note_or_says_we_have_not_met() -> 
     assert brain.reply_to("Have we met before?", set(), "no note here").text == (
         "I don't believe we've met."
     )
+
+
+def test_scripted_lines_still_win_over_the_memory_question() -> None:
+    """ "Who are you?" is the blacksmith's own line, not a question about memory."""
+    for persona in PERSONAS.values():
+        brain = default_engines().brain(persona)
+        for line in persona.dialogue.lines:
+            for phrase in line.when:
+                reply = brain.reply_to(phrase, set(), NOTE)
+                assert "remember you" not in reply.text and "we've met" not in reply.text, (
+                    f"{persona.id}: {phrase!r} was taken for a memory question"
+                )
