@@ -28,7 +28,7 @@ from npcd.personas import load_directory
 from npcd.v1 import npcd_pb2 as pb
 from npcd.v1 import npcd_pb2_grpc as pb_grpc
 from tests.conftest import SAMPLES
-from tests.integration.test_converse import Game, warm_engines
+from tests.integration.test_converse import Game, start_daemon, warm_engines
 
 __all__ = ["warm_engines"]
 
@@ -254,3 +254,24 @@ async def test_save_slot_operations_over_grpc(backend: LocalBackend, tmp_path: P
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await stub.ImportMemory(pb.ImportMemoryRequest(json='{"format": "other"}'))
             assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("player", "slot", "field"),
+    [("ada\nbo", "1", "start.player.id"), ("ada", "s" * 65, "start.save_slot")],
+)
+async def test_a_bad_player_id_or_save_slot_is_refused_with_its_field(
+    player: str, slot: str, field: str
+) -> None:
+    context, running = await start_daemon()
+    try:
+        async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
+            start = pb.Start(character_id="blacksmith", player=pb.Player(id=player), save_slot=slot)
+            game = Game(channel, start)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await game.until("ready")
+            game.end()
+    finally:
+        await context.__aexit__(None, None, None)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (refused.value.details() or "")
