@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,8 @@ from npcd.memory.store import (
     Recall,
     SlotInfo,
 )
+from npcd.memory.summarize import MIN_TURNS, write_summary
+from npcd.realtime.endpoints import Backend
 
 __all__ = ["MemoryKeeper", "MemoryUnavailable"]
 
@@ -44,6 +47,9 @@ class MemoryKeeper:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.broken: str | None = "not opened"
+        #: A model backend that writes summaries of older turns (None: extractive only).
+        self.summaries: Backend | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._store: MemoryStore | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npcd-memory")
 
@@ -66,6 +72,9 @@ class MemoryKeeper:
         return self.broken is None
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         store, self._store = self._store, None
         if store is not None:
             await self._call(store.close)
@@ -86,6 +95,35 @@ class MemoryKeeper:
 
     async def recall(self, key: MemoryKey, budget_chars: int, recent_turns: int) -> Recall | None:
         return await self._soft(lambda s: s.recall(key, budget_chars, recent_turns))
+
+    def summarize_later(
+        self, key: MemoryKey, character: str, budget_chars: int, recent_turns: int
+    ) -> None:
+        """In the background: have the model backend fold the turns that left the recent
+        window into the key's summary (when there are enough of them)."""
+        backend = self.summaries
+        if backend is None or not self.on:
+            return
+        task = asyncio.ensure_future(
+            self._summarize(backend, key, character, budget_chars, recent_turns)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def idle(self) -> None:
+        """Wait for the background summaries asked for so far."""
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _summarize(
+        self, backend: Backend, key: MemoryKey, character: str, budget: int, recent: int
+    ) -> None:
+        work = await self._soft(lambda s: s.summary_work(key, recent, MIN_TURNS))
+        if work is None:
+            return
+        text = await write_summary(backend, work, character, max(100, budget // 3))
+        if text:
+            await self._soft(lambda s: s.save_summary(key, work, text, time.time()))
+            _LOGGER.info("memory: %s wrote a summary for %s", backend.describe, key.character)
 
     # -- for the save-slot RPCs: raise MemoryUnavailable, ValueError for bad requests ---------
 

@@ -153,6 +153,17 @@ class Recall:
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryWork:
+    """Turns that fell out of the recent window since the last written summary: what a model
+    backend is asked to fold into ``previous``."""
+
+    previous: str
+    turns: tuple[Turn, ...]
+    upto_at: float
+    upto_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class SlotInfo:
     """One key's memory at a glance (``npcd memory list``, ListMemories)."""
 
@@ -267,6 +278,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Recall, show, export: a key's turns in time order. Cascades use turn_conversation.
         "CREATE INDEX turn_key_time ON turn (key, at, id)",
         "CREATE INDEX turn_conversation ON turn (conversation)",
+    ),
+    (
+        # v2: a summary a model backend wrote of a key's turns up to (upto_at, upto_id).
+        """CREATE TABLE summary (
+            key INTEGER PRIMARY KEY REFERENCES memory_key (id) ON DELETE CASCADE,
+            text TEXT NOT NULL,
+            upto_at REAL NOT NULL,
+            upto_id INTEGER NOT NULL,
+            written_at REAL NOT NULL
+        )""",
     ),
 )
 
@@ -803,25 +824,78 @@ class MemoryStore:
                 room -= len(row[1])
                 taken.append(row)
             used = sum(len(r[1]) for r in taken)
+            written = conn.execute(
+                "SELECT text, upto_at, upto_id FROM summary WHERE key = ?", (key_id,)
+            ).fetchone()
+            since = (written[1], written[2]) if written else (-math.inf, -1)
             if taken:
                 oldest = taken[-1]
                 older = conn.execute(
                     "SELECT role, text, conversation FROM turn WHERE key = ? "
-                    "AND (at < ? OR (at = ? AND id < ?)) ORDER BY at DESC, id DESC",
-                    (key_id, oldest[2], oldest[2], oldest[4]),
+                    "AND (at, id) < (?, ?) AND (at, id) > (?, ?) ORDER BY at DESC, id DESC",
+                    (key_id, oldest[2], oldest[4], *since),
                 )
             else:
                 older = conn.execute(
                     "SELECT role, text, conversation FROM turn WHERE key = ? "
-                    "ORDER BY at DESC, id DESC",
-                    (key_id,),
+                    "AND (at, id) > (?, ?) ORDER BY at DESC, id DESC",
+                    (key_id, *since),
                 )
-            summary = _summarize(iter(older), budget_chars - used)
+            room = budget_chars - used
+            if written:
+                # The model's summary of the oldest turns, then the gist of any after it.
+                head = _clip(written[0], room)
+                rest = _summarize(iter(older), max(0, room - len(head) - 2))
+                summary = f"{head}; {rest}" if rest else head
+            else:
+                summary = _summarize(iter(older), room)
             older.close()
             turns = tuple(Turn(r[0], r[1], r[2], r[3]) for r in reversed(taken))
             return Recall(summary, turns, conversations)
 
     # -- save slots ------------------------------------------------------------------------------
+
+    def summary_work(self, key: MemoryKey, recent_turns: int, min_turns: int) -> SummaryWork | None:
+        """The turns older than the latest ``recent_turns`` not yet in a written summary, if
+        there are at least ``min_turns`` of them (at most 400, oldest first)."""
+        with self._use() as conn:
+            key_id = self._key_id(conn, key)
+            if key_id is None:
+                return None
+            boundary = conn.execute(
+                "SELECT at, id FROM turn WHERE key = ? ORDER BY at DESC, id DESC LIMIT 1 OFFSET ?",
+                (key_id, recent_turns),
+            ).fetchone()
+            if boundary is None:
+                return None
+            written = conn.execute(
+                "SELECT text, upto_at, upto_id FROM summary WHERE key = ?", (key_id,)
+            ).fetchone()
+            since = (written[1], written[2]) if written else (-math.inf, -1)
+            rows = conn.execute(
+                "SELECT role, text, at, conversation, id FROM turn WHERE key = ? "
+                "AND (at, id) > (?, ?) AND (at, id) <= (?, ?) AND text != '' "
+                "ORDER BY at, id LIMIT 400",
+                (key_id, *since, boundary[0], boundary[1]),
+            ).fetchall()
+        if len(rows) < min_turns:
+            return None
+        turns = tuple(Turn(r[0], r[1], r[2], r[3]) for r in rows)
+        return SummaryWork(written[0] if written else "", turns, rows[-1][2], rows[-1][4])
+
+    def save_summary(self, key: MemoryKey, work: SummaryWork, text: str, now: float) -> None:
+        """Keep ``text``, a model's summary of everything up to ``work``'s last turn."""
+        with self._use() as conn, self._write(conn):
+            key_id = self._key_id(conn, key)
+            if key_id is None:
+                return  # forgotten meanwhile
+            conn.execute(
+                "INSERT INTO summary (key, text, upto_at, upto_id, written_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET text = excluded.text, "
+                "upto_at = excluded.upto_at, upto_id = excluded.upto_id, "
+                "written_at = excluded.written_at",
+                (key_id, _clip(text, MAX_TURN_CHARS), work.upto_at, work.upto_id, now),
+            )
 
     def slots(self, player: str | None = None, character: str | None = None) -> list[SlotInfo]:
         """Every key with memory (optionally of one player, one NPC), by player, slot, NPC."""

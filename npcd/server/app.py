@@ -165,6 +165,8 @@ async def start_server(
         memory = await MemoryKeeper.open(data_dir / DB_NAME)
     if with_backend:
         backend, local = await build_backend(settings, catalog)
+        if memory is not None and settings.backend in ("openai", "azure"):
+            memory.summaries = backend  # its model writes the summaries of older turns
         pool = SessionPool(
             catalog,
             PoolOptions(

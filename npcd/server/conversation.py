@@ -429,6 +429,14 @@ class Conversation(SlotListener):
                 await asyncio.wait_for(asyncio.shield(self._journal.settle()), MEMORY_WAIT_S)
             except TimeoutError:
                 _LOGGER.warning("npc %s: memory writes still pending at the end", self.slot.id)
+            if self._keeper is not None:
+                persona = self.slot.persona.persona
+                self._keeper.summarize_later(
+                    self._journal.key,
+                    persona.name,
+                    persona.memory.budget_chars,
+                    persona.memory.recent_turns,
+                )
 
     def finish(self, error: NpcdError | None = None) -> None:
         """End the outgoing stream (with ``error`` as its status, if given)."""

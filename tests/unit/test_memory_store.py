@@ -668,3 +668,27 @@ def test_every_appended_turn_survives_kill_9(db: Path) -> None:
     assert texts(turns) == [(role, f"{word} {n}") for n in range(25) for role, word in pairs]
     assert {t.conversation for t in turns} == {conversation}
     store.close()
+
+
+def test_a_written_summary_replaces_the_gist_of_what_it_covers_and_is_forgotten_too(
+    store: MemoryStore,
+) -> None:
+    key = MemoryKey("blacksmith", "ada", "1")
+    conversation = store.begin(key, 1.0)
+    for n in range(12):
+        store.append(conversation, key, [Entry("player", f"secret number {n}.")], 2.0 + n)
+    assert store.summary_work(key, recent_turns=4, min_turns=9) is None, "8 old turns: too few"
+    work = store.summary_work(key, recent_turns=4, min_turns=8)
+    assert work is not None and [t.text for t in work.turns][-1] == "secret number 7."
+    store.save_summary(key, work, "Ada keeps telling numbers.", 20.0)
+    recall = store.recall(key, budget_chars=120, recent_turns=4)
+    assert recall.summary.startswith("Ada keeps telling numbers.")
+    assert "secret number 3" not in recall.summary, "the turns it covers are not repeated"
+    assert store.summary_work(key, recent_turns=4, min_turns=1) is None, "nothing new since"
+    store.append(conversation, key, [Entry("player", "secret number 12.")], 30.0)
+    again = store.summary_work(key, recent_turns=4, min_turns=1)
+    assert again is not None and again.previous == "Ada keeps telling numbers."
+    assert [t.text for t in again.turns] == ["secret number 8."]
+    store.forget_player("ada")
+    assert store.recall(key, budget_chars=120, recent_turns=4).summary == ""
+    assert store.summary_work(key, recent_turns=0, min_turns=0) is None
