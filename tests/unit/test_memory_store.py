@@ -692,3 +692,24 @@ def test_a_written_summary_replaces_the_gist_of_what_it_covers_and_is_forgotten_
     store.forget_player("ada")
     assert store.recall(key, budget_chars=120, recent_turns=4).summary == ""
     assert store.summary_work(key, recent_turns=0, min_turns=0) is None
+
+
+def test_a_version_1_file_is_migrated_with_its_memory_kept(db: Path) -> None:
+    key = MemoryKey("blacksmith", "ada", "")
+    first = MemoryStore.open(db)
+    first.append(first.begin(key, 1.0), key, [Entry("player", "hello from v1")], 2.0)
+    first.close()
+    with contextlib.closing(sqlite3.connect(db)) as raw:  # as an npcd of schema v1 left it
+        raw.execute("DROP TABLE summary")
+        raw.execute("PRAGMA user_version = 1")
+        raw.commit()
+    again = MemoryStore.open(db)
+    try:
+        assert [t.text for t in again.turns(key)] == ["hello from v1"]
+        work = again.summary_work(key, recent_turns=0, min_turns=1)
+        assert work is not None
+        again.save_summary(key, work, "Ada said hello.", 3.0)  # the v2 table is there
+    finally:
+        again.close()
+    with contextlib.closing(sqlite3.connect(db)) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == MemoryStore.SCHEMA_VERSION == 2
