@@ -477,8 +477,9 @@ class NpcSlot:
         new = RealtimeSession(self.options.backend.dialect)
         new.configure(config)
         history = old.history(self.options.replay_items)
+        pinned = {id(item) for item in old.pinned.values()}
         for item in history:
-            new.add_item(item)
+            new.add_item(item, pin=id(item) in pinned)
         if history and note:
             new.add_item(SystemMessage(content=(InputText(text=CONTINUE_NOTE),)), track=False)
         new.pending_calls.update(old.pending_calls)

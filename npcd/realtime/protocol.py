@@ -182,6 +182,8 @@ class RealtimeSession:
         self._sent_items: dict[str, str] = {}
         #: Items meant for this session only (e.g. the "after a pause" note): never replayed.
         self._session_only: set[str] = set()
+        #: Items `history` always starts with (by id), as they were given.
+        self.pinned: dict[str, Item] = {}
         #: The server said (beta: an error ``session_expired``) that the session hit its time
         #: limit: the close that follows is a planned end, not a failure.
         self.expired = False
@@ -270,10 +272,16 @@ class RealtimeSession:
         self._queued.clear()
 
     def add_item(
-        self, item: Item, previous_item_id: str | None = None, *, track: bool = True
+        self,
+        item: Item,
+        previous_item_id: str | None = None,
+        *,
+        track: bool = True,
+        pin: bool = False,
     ) -> None:
         """Create ``item``. It gets a client id and, with ``track``, is kept until the server
-        echoes it, so that `history` can give it to the next session if this one dies first."""
+        echoes it, so that `history` can give it to the next session if this one dies first.
+        A ``pin``ned item (the NPC's memory note) always opens `history`, however long."""
         if getattr(item, "id", "") is None:
             item = dataclasses.replace(item, id=f"npcd_{uuid.uuid4().hex[:24]}")  # type: ignore[arg-type]
         event_id = self._send(
@@ -286,6 +294,8 @@ class RealtimeSession:
         if not track:
             self._session_only.add(item_id)
             return
+        if pin:
+            self.pinned[item_id] = dataclasses.replace(item, id=None)  # type: ignore[arg-type]
         self._unconfirmed[item_id] = item
         self._sent_items[event_id] = item_id
         if len(self._unconfirmed) > MAX_UNCONFIRMED:  # a server that never echoes npcd's ids
@@ -307,6 +317,7 @@ class RealtimeSession:
         self.order.clear()
         self._unconfirmed.clear()
         self._session_only.clear()
+        self.pinned.clear()
         return len(ids)
 
     @property
@@ -433,7 +444,7 @@ class RealtimeSession:
         """
         out: list[Item] = []
         for item in self.items_in_order():
-            if item.id in self._session_only:
+            if item.id in self._session_only or item.id in self.pinned:
                 continue
             if item.role is Role.USER and item.text:
                 out.append(UserMessage(content=(InputText(text=item.text),)))
@@ -447,8 +458,9 @@ class RealtimeSession:
                 )
             elif item.role is Role.FUNCTION_OUTPUT and item.call_id:
                 out.append(FunctionCallOutput(call_id=item.call_id, output=item.text))
-        out.extend(self._unconfirmed.values())
-        return out[-max_items:]
+        out.extend(v for k, v in self._unconfirmed.items() if k not in self.pinned)
+        pinned = list(self.pinned.values())[:max_items]
+        return [*pinned, *out[len(out) - (max_items - len(pinned)) :]] if max_items else []
 
     # -- incoming -------------------------------------------------------------------------------
 

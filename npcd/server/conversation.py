@@ -410,7 +410,7 @@ class Conversation(SlotListener):
             name = self.context.get("player_name", "the player")
             note = memory_note(recall, name) if recall is not None else ""
             if note:
-                session.add_item(SystemMessage(content=(InputText(text=note),)))
+                session.add_item(SystemMessage(content=(InputText(text=note),)), pin=True)
 
     async def close(self) -> None:
         """The stream is over: stop what the NPC is saying and forget this client."""

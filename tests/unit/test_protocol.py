@@ -20,12 +20,14 @@ from npcd.realtime.values import (
     FunctionCall,
     FunctionCallOutput,
     InputAudio,
+    InputText,
     OutputAudio,
     OutputText,
     RateLimit,
     Response,
     SessionConfig,
     StatusDetails,
+    SystemMessage,
     TranscriptDurationUsage,
     UserMessage,
 )
@@ -523,3 +525,15 @@ def test_forgetting_the_conversation_deletes_every_item_and_replays_nothing(pair
     deletes = [e["item_id"] for e in sent(session) if e["type"] == "conversation.item.delete"]
     assert len(deletes) == 2, "the echoed item and the one still unconfirmed"
     assert session.history() == [] and list(session.items_in_order()) == []
+
+
+def test_a_pinned_item_always_opens_the_history(pair) -> None:
+    session, server = pair
+    note = SystemMessage(content=(InputText(text="What you remember of Ada"),))
+    session.add_item(note, pin=True)
+    for n in range(6):
+        session.add_user_text(f"line {n}")
+    history = session.history(max_items=3)
+    assert [i.content[0].text for i in history] == ["What you remember of Ada", "line 4", "line 5"]
+    session.forget_conversation()
+    assert session.history() == []
