@@ -93,6 +93,9 @@ class MemoryKeeper:
     async def revise(self, turn_id: int, text: str) -> None:
         await self._soft(lambda s: s.revise(turn_id, text))
 
+    async def has_turns(self, key: MemoryKey) -> bool | None:
+        return await self._soft(lambda s: s.has_turns(key))
+
     async def recall(self, key: MemoryKey, budget_chars: int, recent_turns: int) -> Recall | None:
         return await self._soft(lambda s: s.recall(key, budget_chars, recent_turns))
 

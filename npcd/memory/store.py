@@ -855,6 +855,15 @@ class MemoryStore:
 
     # -- save slots ------------------------------------------------------------------------------
 
+    def has_turns(self, key: MemoryKey) -> bool:
+        """Whether anything of ``key`` is remembered (a cheap check, by index)."""
+        with self._use() as conn:
+            key_id = self._key_id(conn, key)
+            if key_id is None:
+                return False
+            row = conn.execute("SELECT 1 FROM turn WHERE key = ? LIMIT 1", (key_id,)).fetchone()
+            return row is not None
+
     def summary_work(self, key: MemoryKey, recent_turns: int, min_turns: int) -> SummaryWork | None:
         """The turns older than the latest ``recent_turns`` not yet in a written summary, if
         there are at least ``min_turns`` of them (at most 400, oldest first)."""

@@ -397,6 +397,9 @@ class Conversation(SlotListener):
         settings = slot.persona.persona.memory
         if owner is None or keeper is None or not keeper.on or not settings.enabled:
             return
+        if not fresh and await keeper.has_turns(owner) is False and session.history():
+            # Forgotten meanwhile (`npcd memory forget` from a shell): the session forgets too.
+            session.forget_conversation()
         self._journal = Journal(keeper, owner)
         if fresh:
             try:

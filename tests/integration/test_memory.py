@@ -275,3 +275,18 @@ async def test_a_bad_player_id_or_save_slot_is_refused_with_its_field(
         await context.__aexit__(None, None, None)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field in (refused.value.details() or "")
+
+
+async def test_forgetting_from_the_shell_reaches_the_running_npc(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    async with serve(backend, tmp_path) as daemon:
+        await say(daemon, "ada", "1", "My vault code is 1234.")
+        forget = await asyncio.create_subprocess_exec(
+            *NPCD, "memory", "forget", "--player", "ada", "--yes", "--data-dir", str(tmp_path)
+        )
+        assert await asyncio.wait_for(forget.wait(), START_TIMEOUT) == 0
+        again = await say(daemon, "ada", "1", "Do you remember me?")
+        assert "met" in again.transcript
+        [session] = [d for s in backend.live if (d := s.describe())["persona"] == "blacksmith"]
+        assert "1234" not in " ".join(i["text"] for i in session["items"])
