@@ -162,6 +162,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(bench)
     memory_cli.add_commands(commands)
+    persona_tests = commands.add_parser(
+        "test", help="run persona tests (characters/tests/*.yaml) through a real npcd"
+    )
+    persona_tests.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        default=[Path("characters")],
+        metavar="PATH",
+        help="character folders (their tests/ folder is run) or test files; default characters",
+    )
+    persona_tests.add_argument(
+        "--characters",
+        type=Path,
+        default=None,
+        help="the persona folder the daemon loads (default: the first folder given, or the "
+        "folder above the test files')",
+    )
+    persona_tests.add_argument(
+        "--junit",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write JUnit XML here (for CI)",
+    )
+    persona_tests.add_argument(
+        "--backend",
+        default="local",
+        help="local (default: offline, deterministic), openai, azure or a ws:// URL",
+    )
     return parser
 
 
@@ -172,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "memory":
             return memory_cli.run(args)
+        if args.command == "test":
+            return _persona_tests(args)
         if args.command == "backend":
             return _backend(args)
         if args.command == "validate":
@@ -295,3 +327,31 @@ def _characters(folder: Path) -> int:
     for row in rows:
         print("  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]))
     return 1 if catalog.issues else 0
+
+
+def _persona_tests(args: argparse.Namespace) -> int:
+    from npcd.personatests.runner import report, run_suites, write_junit
+    from npcd.personatests.spec import SpecError, load_suite, test_files
+
+    setup_logging("WARNING")
+    files = test_files(list(args.paths))
+    if not files:
+        print(f"no test files under {', '.join(map(str, args.paths))}", file=sys.stderr)
+        return 2
+    try:
+        suites = [load_suite(file) for file in files]
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    characters = args.characters or next(
+        (p for p in args.paths if p.is_dir()), files[0].parent.parent
+    )
+    try:
+        results = eventloop.run(run_suites(suites, characters, args.backend), "auto")
+    except StartupError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(report(results))
+    if args.junit is not None:
+        write_junit(results, args.junit)
+    return 0 if all(r.passed for r in results) else 1
