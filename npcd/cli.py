@@ -162,6 +162,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(bench)
     memory_cli.add_commands(commands)
+    talk = commands.add_parser("talk", help="talk to an NPC from the terminal")
+    talk.add_argument("character", help="the persona id, e.g. blacksmith")
+    talk.add_argument(
+        "--target",
+        default=None,
+        metavar="HOST:PORT",
+        help="a running npcd (default: start one here, on the local backend)",
+    )
+    talk.add_argument("--characters", type=Path, default=Path("characters"))
+    talk.add_argument(
+        "--wav",
+        type=Path,
+        default=None,
+        help="stream this recording (16-bit PCM WAV) in real time, then stop",
+    )
+    talk.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each NPC answer as a WAV file here",
+    )
+    talk.add_argument(
+        "--auto-actions",
+        choices=["ok", "fail"],
+        default=None,
+        help="answer the NPC's actions so (default: ask on a terminal, else ok)",
+    )
+    talk.add_argument("--player", default="Traveller", help="the player's name")
+    talk.add_argument(
+        "--mic",
+        action="store_true",
+        help="talk through the microphone and speakers (needs sounddevice)",
+    )
     persona_tests = commands.add_parser(
         "test", help="run persona tests (characters/tests/*.yaml) through a real npcd"
     )
@@ -204,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return memory_cli.run(args)
         if args.command == "test":
             return _persona_tests(args)
+        if args.command == "talk":
+            return _talk(args)
         if args.command == "backend":
             return _backend(args)
         if args.command == "validate":
@@ -355,3 +391,37 @@ def _persona_tests(args: argparse.Namespace) -> int:
     if args.junit is not None:
         write_junit(results, args.junit)
     return 0 if all(r.passed for r in results) else 1
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from npcd.talk import TalkOptions, talk
+
+    if args.mic:
+        try:
+            import sounddevice  # type: ignore[import-not-found]  # noqa: F401
+        except (ImportError, OSError) as exc:
+            print(
+                f"npcd talk --mic needs a sound device and `pip install sounddevice` ({exc}); "
+                "type lines instead, or use --wav",
+                file=sys.stderr,
+            )
+            return 2
+        print("npcd talk --mic: live audio is not built yet; use --wav", file=sys.stderr)
+        return 2
+    setup_logging("WARNING")
+    options = TalkOptions(
+        character=args.character,
+        target=args.target,
+        characters=args.characters,
+        wav=args.wav,
+        out=args.out,
+        auto_actions=args.auto_actions,
+        player=args.player,
+    )
+    try:
+        return eventloop.run(talk(options), "auto")
+    except StartupError as exc:
+        print(f"npcd talk: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
