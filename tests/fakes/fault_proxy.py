@@ -279,7 +279,7 @@ class FaultProxy:
             held, self._held = self._held, []
             for conn in held:
                 if not conn.connection_lost_waiter.done():
-                    conn.server.start_connection_handler(conn)
+                    _start_handler(conn)
         self._notify()
 
     def withhold_created(self, on: bool) -> None:
@@ -473,6 +473,18 @@ class FaultProxy:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+def _start_handler(conn: ServerConnection) -> None:
+    """Run the handshake handler websockets' `connection_made` would have started: websockets
+    16 has `Server.start_connection_handler`; 17 inlined it into `connection_made`."""
+    server: Any = conn.server
+    start = getattr(server, "start_connection_handler", None)
+    if start is not None:
+        start(conn)
+        return
+    task = conn.loop.create_task(server.handler(conn))
+    server.handler_tasks.add(task)
 
 
 def _find(events: list[dict[str, Any]], event_type: str, after: int) -> dict[str, Any] | None:
