@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -104,7 +105,8 @@ async def talk(options: TalkOptions, out: TextIO = sys.stdout) -> int:
             print(f"npcd talk: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 2
         name = ready.ready.character.display_name or options.character
-        session.print(f"talking to {name} ({options.character}); end with Ctrl-D")
+        ending = "" if options.wav is not None else "; end with Ctrl-D"  # a recording just ends
+        session.print(f"talking to {name} ({options.character}){ending}")
         try:
             if options.wav is not None:
                 await _speak(session, options, name, pcm, fmt)
@@ -115,10 +117,38 @@ async def talk(options: TalkOptions, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-async def _type(session: _Session, options: TalkOptions, name: str) -> None:
+async def _readline() -> str:
+    """A line of stdin ("" at its end), read in a daemon thread: Ctrl-C at a terminal must end
+    the program, and the loop's executor threads are joined at exit, so a read pending there
+    held it until the next Enter."""
     loop = asyncio.get_running_loop()
+    read: asyncio.Future[str] = loop.create_future()
+
+    def settle(outcome: str | Exception) -> None:
+        if read.done():
+            return
+        if isinstance(outcome, Exception):
+            read.set_exception(outcome)
+        else:
+            read.set_result(outcome)
+
+    def reader() -> None:
+        try:
+            outcome: str | Exception = sys.stdin.readline()
+        except Exception as exc:  # undecodable input, say: raised where the line is awaited
+            outcome = exc
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop is closed: nobody waits for the line any more
+            pass
+
+    threading.Thread(target=reader, name="npcd-talk-stdin", daemon=True).start()
+    return await read
+
+
+async def _type(session: _Session, options: TalkOptions, name: str) -> None:
     while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
+        line = await _readline()
         if not line:
             return
         if line.strip():
@@ -205,9 +235,8 @@ async def _answer(session: _Session, options: TalkOptions, name: str, began: flo
 async def _action(session: _Session, options: TalkOptions, request: pb.ActionRequest) -> None:
     answer = options.auto_actions
     if answer is None and sys.stdin.isatty():
-        loop = asyncio.get_running_loop()
         session.print(f"[{request.name} {request.arguments_json}] allow? [Y/n] ")
-        reply = await loop.run_in_executor(None, sys.stdin.readline)
+        reply = await _readline()
         answer = "fail" if reply.strip().lower().startswith("n") else "ok"
     ok = answer != "fail"
     session.print(

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from npcd import audio
+from npcd.localbackend import usage
 from npcd.localbackend.brain import Brain, Reply, find_persona, game_event
 from npcd.localbackend.engines import SpeechChunk, Synthesizer, Transcriber, VoiceActivity
 from npcd.localbackend.engines.vad import SpeechStarted, VadSegmenter
@@ -43,12 +44,10 @@ from npcd.realtime.values import (
     FunctionCallOutput,
     InputAudio,
     InputText,
-    InputTokenDetails,
     InputTranscription,
     Item,
     OutputAudio,
     OutputText,
-    OutputTokenDetails,
     RateLimit,
     Response,
     ResponseOverrides,
@@ -58,7 +57,6 @@ from npcd.realtime.values import (
     StatusDetails,
     SystemMessage,
     TranscriptDurationUsage,
-    Usage,
     UserMessage,
 )
 
@@ -85,7 +83,8 @@ class Engines:
 @dataclass(slots=True)
 class _ItemState:
     item: Item
-    #: Assistant audio produced for this item, in bytes of PCM16 24 kHz.
+    #: The item's audio in bytes of PCM16 24 kHz: the assistant's as produced (then truncated),
+    #: or the player's as committed.
     audio_bytes: int = 0
     transcript: str = ""
     #: A user audio item's transcription, once done.
@@ -188,6 +187,8 @@ class BackendSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._event_ids = itertools.count(1)
         self._brains: dict[str, Brain] = {}
+        #: What the previous response read, for its cached prefix (`npcd.localbackend.usage`).
+        self._last_prompt: tuple[usage.Piece, ...] = ()
         self._persona = find_persona(personas, model, None)
         #: The model named the persona (``npcd-local:<id>``): instructions never override it.
         self._pinned = self._persona is not None
@@ -493,6 +494,7 @@ class BackendSession:
         )
         item = UserMessage(id=item_id, status="completed", content=(InputAudio(transcript=None),))
         state = await self._add_item(item, previous)
+        state.audio_bytes = len(pcm)
         state.heard = asyncio.get_running_loop().create_future()
         self._spawn(self._transcribe(item_id, pcm, state.heard), f"transcribe-{item_id}")
 
@@ -553,6 +555,8 @@ class BackendSession:
         modalities = (overrides.output_modalities if overrides else None) or (
             session_modalities if isinstance(session_modalities, tuple) else ("audio",)
         )
+        prompt, previous = self._prompt(overrides), self._last_prompt
+        self._last_prompt = prompt
         await self._emit(
             ev.ResponseCreated(
                 event_id=self._eid(),
@@ -588,14 +592,11 @@ class BackendSession:
         reason = (
             response.reason if response.reason in ("turn_detected", "client_cancelled") else None
         )
-        words = sum(len(getattr(i, "arguments", "").split()) for i in response.output)
-        usage = Usage(
-            total_tokens=50 + words,
-            input_tokens=50,
-            output_tokens=words,
-            input_token_details=InputTokenDetails(text_tokens=50, audio_tokens=0, cached_tokens=0),
-            output_token_details=OutputTokenDetails(text_tokens=words, audio_tokens=0),
-        )
+        output = []
+        for item in response.output:
+            state = self.items.get(getattr(item, "id", None) or "")
+            produced = (state.audio_bytes, state.transcript) if state else (0, None)
+            output.append(usage.output_piece(item, *produced))
         if self.response is response:
             self.response = None
         await self._emit(
@@ -608,10 +609,32 @@ class BackendSession:
                     if status != "completed"
                     else None,
                     output=tuple(response.output),
-                    usage=usage,
+                    usage=usage.estimate(prompt, output, previous),
                 ),
             )
         )
+
+    def _prompt(self, overrides: ResponseOverrides | None) -> tuple[usage.Piece, ...]:
+        """What a response reads: instructions and tools, then the conversation (or the
+        response's own ``input``)."""
+        instructions = overrides.instructions if overrides else None
+        if instructions is None:
+            configured = self.config.instructions
+            instructions = configured if isinstance(configured, str) else ""
+        tools = overrides.tools if overrides else None
+        if tools is None:
+            configured_tools = self.config.tools
+            tools = configured_tools if isinstance(configured_tools, tuple) else ()
+        if overrides is not None and overrides.input is not None:
+            items = [usage.input_piece(f"input-{n}", i) for n, i in enumerate(overrides.input)]
+        else:
+            items = []
+            for item_id in self.order:
+                state = self.items[item_id]
+                items.append(
+                    usage.input_piece(item_id, state.item, state.audio_bytes, state.transcript)
+                )
+        return usage.prompt(instructions, tools, items)
 
     async def _decide(self, overrides: ResponseOverrides | None) -> Reply:
         brain = self._brain()
@@ -831,7 +854,9 @@ def _item_text(state: _ItemState) -> dict[str, str]:
     if isinstance(item, FunctionCallOutput):
         return {"type": "function_call_output", "text": item.output}
     if isinstance(item, AssistantMessage):
-        return {"type": "message", "role": "assistant", "text": state.transcript}
+        # Spoken here: its transcript; replayed by a client as text: its content.
+        given = " ".join(getattr(c, "text", None) or "" for c in item.content)
+        return {"type": "message", "role": "assistant", "text": state.transcript or given}
     role = "system" if isinstance(item, SystemMessage) else "user"
     texts = [
         getattr(c, "text", None) or getattr(c, "transcript", None) or ""

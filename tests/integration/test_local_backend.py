@@ -442,3 +442,42 @@ async def test_beta_audio_turn_and_cancel(backend: LocalBackend) -> None:
         assert rms(pcm_of(rec.of("response.audio.delta"))) > 500
         done = await cancelled_turn(conn, rec, "any rumours?")
     assert done["response"]["status"] == "cancelled"
+
+
+async def test_usage_is_sized_like_the_services(backend: LocalBackend) -> None:
+    """A spoken turn's usage counts audio at the service's rates (npcd prices it per model);
+    the next turn reads the spoken reply as input audio and the first turn's input from cache."""
+    pcm, _, _ = fixture_pcm24k("sense_and_sensibility_01_austen_64kb-0880")
+    async with client(backend).realtime.connect(model="npcd-local:blacksmith") as conn:
+        rec = Recorder(conn, Dialect.GA)
+        await rec.next()
+        await conn.session.update(session=GA_SESSION)
+        await rec.until("session.updated")
+        for offset in range(0, len(pcm), 960):
+            await conn.input_audio_buffer.append(audio=audio.b64encode(pcm[offset : offset + 960]))
+        stopped = await rec.until("input_audio_buffer.speech_stopped")
+        first = (await rec.until("response.done"))["response"]["usage"]
+        spoken = pcm_of(rec.of("response.output_audio.delta"))
+        [transcript] = [e["transcript"] for e in rec.of("response.output_audio_transcript.done")]
+        await say(conn, "what do you sell?")
+        await conn.response.create()
+        second = (await rec.until("response.done"))["response"]["usage"]
+    print(f"{len(spoken) / 48:.0f} ms spoken, first {first}, second {second}")
+    heard, said = first["input_token_details"], first["output_token_details"]
+    assert abs(said["audio_tokens"] - len(spoken) / 48 / 50) <= 1, "1 token per 50 ms"
+    assert said["text_tokens"] == -(-len(transcript) // 4)
+    assert heard["text_tokens"] > len(GA_SESSION["instructions"]) / 4, "instructions and tools"
+    # The player's committed audio at 1 token per 100 ms: at least up to the end of speech.
+    assert stopped["audio_end_ms"] / 100 <= heard["audio_tokens"] <= len(pcm) / 48 / 100 + 1
+    assert first["input_tokens"] == heard["text_tokens"] + heard["audio_tokens"]
+    assert first["total_tokens"] == first["input_tokens"] + first["output_tokens"]
+    assert heard["cached_tokens"] == 0
+    again = second["input_token_details"]
+    assert again["audio_tokens"] == heard["audio_tokens"] + said["audio_tokens"]
+    assert again["text_tokens"] == heard["text_tokens"] + -(-len("what do you sell?") // 4)
+    assert again["cached_tokens_details"] == {
+        "text_tokens": heard["text_tokens"],
+        "audio_tokens": heard["audio_tokens"],
+        "image_tokens": 0,
+    }
+    assert again["cached_tokens"] == first["input_tokens"]
