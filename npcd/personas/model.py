@@ -208,6 +208,31 @@ class MemorySettings(_Strict):
     )
 
 
+class Budget(_Strict):
+    """What the NPC may cost on a paid backend in US dollars (priced from token usage; the
+    offline backend is free), so one chatty player or a runaway loop cannot run up the bill.
+    Unset = no limit; days are UTC days. Set it in a base file (`_world.yaml`) for every
+    character that extends it; a character's own keys override the base's one by one."""
+
+    session_usd: float | None = Field(
+        default=None, gt=0, description="Most one conversation with this NPC may cost."
+    )
+    day_usd: float | None = Field(
+        default=None, gt=0, description="Most this NPC may cost per UTC day, all players together."
+    )
+    player_day_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most one player (`Start.player.id`) may spend on this NPC per UTC day.",
+    )
+    on_exceeded: Literal["refuse", "local"] = Field(
+        default="refuse",
+        description="`refuse`: the conversation ends and new ones are refused "
+        "(RESOURCE_EXHAUSTED); `local`: the NPC goes on, with its history, on the embedded "
+        "offline backend for the rest of the period.",
+    )
+
+
 class ActionCall(_Strict):
     """An action fired by a scripted offline line."""
 
@@ -350,6 +375,7 @@ class Persona(_Strict):
     transcription: Transcription = Field(default_factory=Transcription)  # type: ignore[arg-type]
     dialogue: Dialogue = Field(default_factory=Dialogue)
     memory: MemorySettings = Field(default_factory=MemorySettings)  # type: ignore[arg-type]
+    budget: Budget = Field(default_factory=Budget)
     emotions: list[Emotion] = Field(
         default_factory=_builtin_emotions,
         min_length=1,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from npcd.personas import PersonaError, PersonaIssue, load_directory, load_persona
-from npcd.personas.model import BUILTIN_EMOTION_NAMES
+from npcd.personas.model import BUILTIN_EMOTION_NAMES, Budget
 from tests.conftest import SAMPLES, PersonaWriter
 
 MINIMAL = """
@@ -310,6 +310,47 @@ def test_bad_emotions_name_their_line_and_field(
     issue = only_issue(write_persona("bad.yaml", MINIMAL.format(id="bad") + emotions))
     assert (issue.line, issue.field) == (line, field), issue
     assert message in issue.message
+
+
+# -- budget ----------------------------------------------------------------------------------
+
+
+def test_budget_defaults_to_no_limit_and_a_base_sets_it_world_wide(
+    write_persona: PersonaWriter,
+) -> None:
+    mini = load_persona(write_persona("free.yaml", MINIMAL.format(id="free"))).persona
+    assert mini.budget == Budget(session_usd=None, day_usd=None, player_day_usd=None)
+    assert mini.budget.on_exceeded == "refuse"
+    write_persona("_base.yaml", "budget:\n  day_usd: 5\n  player_day_usd: 0.5\n")
+    text = MINIMAL.format(id="paid") + (
+        "extends: _base.yaml\nbudget: {session_usd: 0.25, day_usd: 2.5, on_exceeded: local}\n"
+    )
+    budget = load_persona(write_persona("paid.yaml", text)).persona.budget
+    assert budget == Budget(session_usd=0.25, day_usd=2.5, player_day_usd=0.5, on_exceeded="local")
+
+
+@pytest.mark.parametrize(
+    ("budget", "line", "field", "message"),
+    [
+        ("budget:\n  day_usd: 0\n", 6, "budget.day_usd", "greater than 0"),
+        ("budget:\n  session_usd: -1.5\n", 6, "budget.session_usd", "greater than 0"),
+        (
+            "budget:\n  player_day_usd: '2'\n",
+            6,
+            "budget.player_day_usd",
+            "expected a number but found text",
+        ),
+        ("budget:\n  on_exceeded: locl\n", 6, "budget.on_exceeded", "(did you mean 'local'?)"),
+        ("budget:\n  day_ud: 1.0\n", 6, "budget.day_ud", "did you mean 'day_usd'"),
+        ("budget: 5\n", 5, "budget", "expected a mapping of keys"),
+    ],
+)
+def test_bad_budgets_name_their_line_and_field(
+    write_persona: PersonaWriter, budget: str, line: int, field: str, message: str
+) -> None:
+    issue = only_issue(write_persona("bad.yaml", MINIMAL.format(id="bad") + budget))
+    assert (issue.line, issue.field) == (line, field), issue
+    assert message in issue.message, issue.message
 
 
 # -- extends ---------------------------------------------------------------------------------

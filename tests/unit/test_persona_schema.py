@@ -104,6 +104,34 @@ def test_schema_and_loader_agree_on_emotions(emotions: list[Any], valid: bool) -
     assert (schema_valid, loader_valid) == (valid, valid)
 
 
+@pytest.mark.parametrize(
+    ("budget", "valid"),
+    [
+        ({}, True),
+        ({"session_usd": 0.5, "day_usd": 10, "player_day_usd": 2.0, "on_exceeded": "local"}, True),
+        ({"day_usd": None, "on_exceeded": "refuse"}, True),
+        ({"day_usd": 0}, False),
+        ({"session_usd": -1.0}, False),
+        ({"player_day_usd": "2"}, False),
+        ({"on_exceeded": "ignore"}, False),
+        ({"daily_usd": 1.0}, False),
+    ],
+)
+def test_schema_and_loader_agree_on_budgets(budget: dict[str, Any], valid: bool) -> None:
+    data = {"id": "x", "name": "X", "voice": "ash", "backstory": "b", "budget": budget}
+    try:
+        jsonschema.validate(data, persona_json_schema())
+        schema_valid = True
+    except jsonschema.ValidationError:
+        schema_valid = False
+    try:
+        Persona.model_validate(data)
+        loader_valid = True
+    except ValidationError:
+        loader_valid = False
+    assert (schema_valid, loader_valid) == (valid, valid)
+
+
 def _field_paths(model: type[Any], prefix: str = "") -> set[str]:
     paths = set()
     for name, field in model.model_fields.items():
