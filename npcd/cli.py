@@ -15,7 +15,7 @@ from pathlib import Path
 
 from npcd import __version__, eventloop
 from npcd.bench.suite import add_arguments as add_bench_arguments
-from npcd.config import DEFAULT_LISTEN, Settings, env_default, parse_listen
+from npcd.config import DEFAULT_LISTEN, ListenAddress, Settings, env_default, parse_listen
 from npcd.errors import StartupError
 from npcd.log import setup_logging
 from npcd.memory import cli as memory_cli
@@ -94,6 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-memory",
         action="store_true",
         help="remember nobody across conversations and restarts (no database is opened)",
+    )
+    serve.add_argument(
+        "--metrics",
+        default=env_default("METRICS", "") or None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+        "(env NPCD_METRICS; default off; loopback only unless --allow-remote)",
+    )
+    serve.add_argument(
+        "--prices",
+        type=Path,
+        default=Path(env_default("PRICES", "")) if env_default("PRICES", "") else None,
+        metavar="FILE",
+        help="YAML price table (USD per 1M tokens by model) over the built-in one "
+        "(env NPCD_PRICES)",
+    )
+    serve.add_argument(
+        "--daily-budget",
+        type=float,
+        default=float(env_default("DAILY_BUDGET", "0")) or None,
+        metavar="USD",
+        help="most all NPCs together may cost per UTC day; persona `budget:` blocks set "
+        "per-NPC limits (env NPCD_DAILY_BUDGET; default no limit)",
     )
     serve.add_argument(
         "--log-level",
@@ -277,6 +300,9 @@ def _serve(args: argparse.Namespace) -> int:
         idle_close_s=args.idle_close,
         data_dir=args.data_dir,
         memory=not args.no_memory,
+        metrics=_metrics_address(args.metrics),
+        prices=args.prices,
+        daily_budget_usd=args.daily_budget,
     )
     try:
         eventloop.run(serve_forever(settings), args.loop)
@@ -284,6 +310,15 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("npcd").error("%s", exc.message)
         return 2
     return 0
+
+
+def _metrics_address(text: str | None) -> ListenAddress | None:
+    if not text:
+        return None
+    try:
+        return parse_listen(text)
+    except StartupError as exc:
+        raise StartupError(exc.message.replace("--listen", "--metrics")) from None
 
 
 def _backend(args: argparse.Namespace) -> int:

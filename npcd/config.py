@@ -107,6 +107,12 @@ class Settings:
     data_dir: Path | None = None
     #: Remember named players across conversations and restarts (README, Memory).
     memory: bool = True
+    #: Serve Prometheus metrics at http://HOST:PORT/metrics (None: off).
+    metrics: ListenAddress | None = None
+    #: A YAML price table overriding or extending the built-in one (README, Cost).
+    prices: Path | None = None
+    #: Most all NPCs together may cost per UTC day, in USD (None: no daemon-wide limit).
+    daily_budget_usd: float | None = None
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work, with a message saying why."""
@@ -116,6 +122,16 @@ class Settings:
                 "authentication yet; pass --allow-remote if you really want other machines "
                 "to reach it"
             )
+        if self.metrics is not None:
+            if self.metrics.unix_path is not None:
+                raise StartupError("--metrics takes HOST:PORT (e.g. 127.0.0.1:9464), not a socket")
+            if not self.metrics.is_loopback and not self.allow_remote:
+                raise StartupError(
+                    f"refusing to serve metrics on {self.metrics}: not a loopback address "
+                    "(pass --allow-remote if a scraper on another machine must reach it)"
+                )
+        if self.daily_budget_usd is not None and not self.daily_budget_usd > 0:
+            raise StartupError(f"--daily-budget must be above 0 (got {self.daily_budget_usd:g})")
         if self.dialect not in ("ga", "beta"):
             raise StartupError(f"unknown dialect {self.dialect!r}: choose ga or beta")
         if self.backend == "azure" and not self.azure_endpoint:

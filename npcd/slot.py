@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -161,6 +162,9 @@ class NpcSlot:
         #: nobody's, the anonymous players' talk of this daemon run.
         self.memory_key: MemoryKey | None = None
         self.connects = 0
+        #: Sessions lost unexpectedly, and sessions replaced at their time limit (metrics).
+        self.reconnects = 0
+        self.rotations = 0
         self.last_error = ""
         #: The latest connect attempt failed (reset by the next success): a conversation can
         #: be refused at once instead of waiting for a backend that is known to be down.
@@ -189,6 +193,13 @@ class NpcSlot:
         if options.persona_model:
             backend = dataclasses.replace(backend, model=f"npcd-local:{persona.persona.id}")
         self.backend = backend
+        #: Where the NPC's sessions go while no budget is spent; `backend` is the offline
+        #: fallback meanwhile (`move_to`).
+        self.primary_backend = backend
+        #: The backend of the live session (`backend` is where the next one goes).
+        self.connected_to = backend
+        self._rotation_detail = ""
+        self._rotation: asyncio.Task[None] | None = None
         self._backoff = Backoff(initial_s=options.backoff_initial_s, max_s=options.backoff_max_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -357,13 +368,27 @@ class NpcSlot:
         ):
             return False
         self._rotating = True
-        self._spawn(self._rotate(), f"npcd-rotate-{self.id}")
+        self._rotation = self._spawn(self._rotate(), f"npcd-rotate-{self.id}")
         return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    async def move_to(self, backend: Backend, detail: str) -> None:
+        """Carry on with ``backend`` (another server: the offline one when a budget is spent,
+        the configured one when it is not), history and all, as a rotation: now if the NPC
+        is between turns (waits for it), else at its next pause. Not connected: the next
+        connect goes there."""
+        if backend == self.backend:
+            return
+        self.backend = backend
+        self._rotation_detail = detail
+        self._rotate_at = -math.inf
+        if self.maybe_rotate() and self._rotation is not None:
+            await asyncio.shield(self._rotation)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- the reader task ------------------------------------------------------------------------
 
@@ -425,9 +450,11 @@ class NpcSlot:
                 )
                 self._set_state(SlotState.RECONNECTING)
                 if planned:
+                    self.rotations += 1
                     status = StatusKind.ROTATED
                     self.listener.on_link_lost(reason, planned=True)
                 else:
+                    self.reconnects += 1
                     status = StatusKind.RESUMED
                     self.listener.on_status(SlotStatus(StatusKind.RECONNECTING, reason))
                     self.listener.on_link_lost(reason, planned=False)
@@ -439,13 +466,14 @@ class NpcSlot:
         """Connect a fresh session, give it everything the last one held, and wait (with a
         deadline) for the server to start it. Every failure is a `ConnectFailed`."""
         timeout = self.options.open_timeout_s
+        target = self.backend
         if self._reach.probing(self):  # one probe of a down backend never queues behind others
-            link = await RealtimeLink.open(self.backend, open_timeout=timeout)
+            link = await RealtimeLink.open(target, open_timeout=timeout)
         else:
             async with self._gate:  # the pool bounds how many slots connect at once
-                link = await RealtimeLink.open(self.backend, open_timeout=timeout)
+                link = await RealtimeLink.open(target, open_timeout=timeout)
         session = self._successor(self.config(), note=True)
-        self._link, self.session = link, session
+        self._link, self.session, self.connected_to = link, session, target
         self._pending_status = status
         await self.flush()
         try:
@@ -534,7 +562,8 @@ class NpcSlot:
         try:
             history = old_session.history(self.options.replay_items)
             config = self.config()
-            link = await RealtimeLink.open(self.backend, open_timeout=self.options.open_timeout_s)
+            target = self.backend
+            link = await RealtimeLink.open(target, open_timeout=self.options.open_timeout_s)
             session = self._successor(config, note=False)
             async with asyncio.timeout(self.options.open_timeout_s):
                 while not session.ready:
@@ -551,15 +580,18 @@ class NpcSlot:
                 or old_session.input_in_progress
                 or old_session.history(self.options.replay_items) != history
                 or self.config() != config
+                or self.backend != target
             ):
                 # The conversation moved on meanwhile; try again at the next pause.
                 self._rotate_at = self._clock()
                 return
-            self._link, self.session = link, session
+            self._link, self.session, self.connected_to = link, session, target
             swapped = True
             self.connects += 1
+            self.rotations += 1
             self._on_connected(session)
-            self.listener.on_status(SlotStatus(StatusKind.ROTATED, "session rotated"))
+            detail, self._rotation_detail = self._rotation_detail or "session rotated", ""
+            self.listener.on_status(SlotStatus(StatusKind.ROTATED, detail))
             if old_link is not None:
                 await old_link.close(1000, "npcd rotated this session")
         except (ConnectFailed, LinkClosed, TimeoutError, EventError) as exc:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from npcd.cost.store import SPEND_DB_NAME, forget_player_in_file
 from npcd.memory.paths import DB_NAME, default_data_dir
 from npcd.memory.store import (
     MAX_IMPORT_BYTES,
@@ -310,13 +312,13 @@ def _import(args: argparse.Namespace, path: Path) -> int:
 def _forget(args: argparse.Namespace, path: Path) -> int:
     if not _exists(path):
         print(f"nothing stored of player {args.player!r} ({path} does not exist)")
-        return 0
+        return _forget_spend(args, path)
     with _store(path) as store:
         slots = store.slots(args.player)
         if not slots:
             store.forget_player(args.player)  # conversations without a turn still name them
             print(f"nothing stored of player {args.player!r} in {path}")
-            return 0
+            return _forget_spend(args, path)
         conversations = sum(s.conversations for s in slots)
         if not args.yes and sys.stdin.isatty():
             slot_count = len({s.slot for s in slots})
@@ -333,6 +335,16 @@ def _forget(args: argparse.Namespace, path: Path) -> int:
                 return _fail("not forgotten", 1)
         count = store.forget_player(args.player)
     print(f"forgot player {args.player!r}: {_plural(count, 'conversation')} deleted")
+    return _forget_spend(args, path)
+
+
+def _forget_spend(args: argparse.Namespace, path: Path) -> int:
+    """The spend file names players too (budgets per player): they go from there as well."""
+    spend = path.parent / SPEND_DB_NAME
+    try:
+        forget_player_in_file(spend, args.player)
+    except sqlite3.Error as exc:
+        return _fail(f"{spend}: cannot forget the player's spend ({exc})", 2)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -25,12 +26,15 @@ from grpc_reflection.v1alpha import reflection
 
 from npcd import __version__
 from npcd.config import ListenAddress, Secret, Settings
+from npcd.cost.governor import CostGovernor
+from npcd.cost.prices import DEFAULT_PRICES, PriceTable, load_prices
 from npcd.errors import StartupError
 from npcd.lipsync.acoustic import default_model
 from npcd.localbackend.defaults import default_engines
 from npcd.localbackend.server import BackendOptions, LocalBackend
 from npcd.memory.keeper import MemoryKeeper
 from npcd.memory.paths import DB_NAME, default_data_dir
+from npcd.metrics import Metrics, MetricsEndpoint, serve_metrics
 from npcd.personas import Catalog, load_directory
 from npcd.pool import PoolOptions, SessionPool
 from npcd.realtime.endpoints import DEFAULT_MODEL, OPENAI_BASE_URL, Backend, Provider
@@ -61,6 +65,13 @@ class RunningServer:
     warmer: asyncio.Task[None] | None = None
     #: Set each time the watcher has applied (or refused) a change on disk.
     reloaded: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: Metrics = field(default_factory=Metrics)
+    #: Prices responses and keeps the budgets (with a backend).
+    governor: CostGovernor | None = None
+    #: The offline backend NPCs go on with when their budget is spent (paid backends only).
+    fallback: OfflineFallback | None = None
+    #: The ``/metrics`` HTTP server (`Settings.metrics`), if on.
+    metrics_endpoint: MetricsEndpoint | None = None
 
 
 async def warm_hints(catalog: Catalog) -> None:
@@ -72,35 +83,64 @@ async def warm_hints(catalog: Catalog) -> None:
         await asyncio.to_thread(emotion_classifier, loaded.persona)
 
 
+async def start_local_backend(settings: Settings, catalog: Catalog) -> tuple[Backend, LocalBackend]:
+    """Start the embedded offline backend for ``catalog`` (its engines warmed for them)."""
+    dialect = Dialect.BETA if settings.dialect == "beta" else Dialect.GA
+    engines = default_engines()
+    if engines.warm is not None:
+        personas = [loaded.persona for loaded in catalog.personas.values()]
+        await asyncio.to_thread(engines.warm, personas)
+        # Emotion hints share the intents' model: embed their examples now, not at the
+        # first conversation that asks for them (about a second, once).
+        for persona in personas:
+            await asyncio.to_thread(emotion_classifier, persona)
+    key = "sk-local-" + secrets.token_urlsafe(24)
+    local = LocalBackend(
+        engines,
+        {pid: loaded.persona for pid, loaded in catalog.personas.items()},
+        BackendOptions(api_keys=(key,), max_session_s=settings.local_session_s),
+    )
+    await local.start()
+    backend = Backend(
+        Provider.COMPATIBLE,
+        local.base_url,
+        api_key=Secret(key),
+        dialect=dialect,
+        phoneme_events=True,
+    )
+    return backend, local
+
+
+class OfflineFallback:
+    """Where an NPC whose budget is spent goes on (`on_exceeded: local`): the embedded offline
+    backend, started the first time one needs it when the daemon's own backend is a paid one."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self._settings = settings
+        self.catalog = catalog
+        self.local: LocalBackend | None = None
+        self._backend: Backend | None = None
+        self._lock = asyncio.Lock()
+
+    async def backend_for(self, persona_id: str) -> Backend:
+        async with self._lock:
+            if self._backend is None:
+                _LOGGER.info("starting the offline backend for NPCs whose budget is spent")
+                self._backend, self.local = await start_local_backend(self._settings, self.catalog)
+        return dataclasses.replace(self._backend, model=f"npcd-local:{persona_id}")
+
+    async def close(self) -> None:
+        if self.local is not None:
+            await self.local.close()
+
+
 async def build_backend(
     settings: Settings, catalog: Catalog
 ) -> tuple[Backend, LocalBackend | None]:
     """The Realtime backend the pool connects to (starting the local one if chosen)."""
     dialect = Dialect.BETA if settings.dialect == "beta" else Dialect.GA
     if settings.backend == "local":
-        engines = default_engines()
-        if engines.warm is not None:
-            personas = [loaded.persona for loaded in catalog.personas.values()]
-            await asyncio.to_thread(engines.warm, personas)
-            # Emotion hints share the intents' model: embed their examples now, not at the
-            # first conversation that asks for them (about a second, once).
-            for persona in personas:
-                await asyncio.to_thread(emotion_classifier, persona)
-        key = "sk-local-" + secrets.token_urlsafe(24)
-        local = LocalBackend(
-            engines,
-            {pid: loaded.persona for pid, loaded in catalog.personas.items()},
-            BackendOptions(api_keys=(key,), max_session_s=settings.local_session_s),
-        )
-        await local.start()
-        backend = Backend(
-            Provider.COMPATIBLE,
-            local.base_url,
-            api_key=Secret(key),
-            dialect=dialect,
-            phoneme_events=True,
-        )
-        return backend, local
+        return await start_local_backend(settings, catalog)
     if settings.backend == "openai":
         return Backend(
             Provider.OPENAI,
@@ -160,6 +200,15 @@ async def start_server(
     pool: SessionPool | None = None
     local: LocalBackend | None = None
     memory: MemoryKeeper | None = None
+    governor: CostGovernor | None = None
+    fallback: OfflineFallback | None = None
+    if with_backend:
+        prices = load_prices(settings.prices) if settings.prices else PriceTable(DEFAULT_PRICES)
+        governor = await CostGovernor.open(
+            prices,
+            daemon_day_usd=settings.daily_budget_usd,
+            data_dir=settings.data_dir or default_data_dir(),
+        )
     if with_backend and settings.memory:
         data_dir = settings.data_dir or default_data_dir()
         memory = await MemoryKeeper.open(data_dir / DB_NAME)
@@ -167,6 +216,8 @@ async def start_server(
         backend, local = await build_backend(settings, catalog)
         if memory is not None and settings.backend in ("openai", "azure"):
             memory.summaries = backend  # its model writes the summaries of older turns
+        if local is None:
+            fallback = OfflineFallback(settings, catalog)
         pool = SessionPool(
             catalog,
             PoolOptions(
@@ -188,11 +239,17 @@ async def start_server(
     ]
     server = grpc.aio.server(options=options)
     holder: list[RunningServer] = []  # the servicer reads the catalogue a reload may replace
+    metrics = Metrics(backend=settings.backend)
+    if pool is not None:
+        metrics.watch_pool(pool, asyncio.get_running_loop())
     add_to_server(
         NpcService(
             lambda: holder[0].catalog.personas if holder else catalog.personas,
             pool,
             memory=memory,
+            metrics=metrics,
+            governor=governor,
+            fallback=fallback.backend_for if fallback is not None else None,
         ),
         server,
     )
@@ -220,9 +277,33 @@ async def start_server(
         os.chmod(address.unix_path, 0o600)  # second layer; the 0700 folder is the first
     else:
         address = address.with_port(port)
+    endpoint: MetricsEndpoint | None = None
+    if settings.metrics is not None:
+        where = settings.metrics
+        try:
+            endpoint = await asyncio.to_thread(serve_metrics, metrics, where.host, where.port)
+        except OSError as exc:
+            await server.stop(0)
+            raise StartupError(
+                f"cannot serve metrics on {where}: {exc.strerror or exc} (choose another "
+                "--metrics address)"
+            ) from None
+        _LOGGER.info("metrics at http://%s:%d/metrics", where.host, endpoint.port)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, address, health_servicer, catalog, pool, local, memory)
+    running = RunningServer(
+        server,
+        address,
+        health_servicer,
+        catalog,
+        pool,
+        local,
+        memory,
+        metrics=metrics,
+        metrics_endpoint=endpoint,
+        governor=governor,
+        fallback=fallback,
+    )
     holder.append(running)
     if settings.reload_interval_s > 0:
         running.watcher = asyncio.create_task(
@@ -288,10 +369,16 @@ async def stop_server(running: RunningServer, grace: float) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     await running.server.stop(grace)
+    if running.metrics_endpoint is not None:
+        await asyncio.to_thread(running.metrics_endpoint.close)
     if running.pool is not None:
         await running.pool.close()
     if running.local_backend is not None:
         await running.local_backend.close()
+    if running.fallback is not None:
+        await running.fallback.close()
+    if running.governor is not None:
+        await running.governor.close()
     if running.memory is not None:
         await running.memory.close()
     if running.address.unix_path is not None:
@@ -401,10 +488,12 @@ async def reload_personas(running: RunningServer, settings: Settings) -> None:
         return
     catalog = Catalog(dict(sorted(personas.items())), fresh.issues)
     running.catalog = catalog
-    if running.local_backend is not None:
-        running.local_backend.update_personas(
-            {pid: loaded.persona for pid, loaded in catalog.personas.items()}
-        )
+    fallback_local = running.fallback.local if running.fallback is not None else None
+    for local in (running.local_backend, fallback_local):
+        if local is not None:
+            local.update_personas({pid: loaded.persona for pid, loaded in catalog.personas.items()})
+    if running.fallback is not None:
+        running.fallback.catalog = catalog
     if running.pool is not None:
         await running.pool.reload(catalog)
     _LOGGER.info("personas reloaded: %s", ", ".join(changed))

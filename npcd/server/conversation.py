@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 
 from npcd import audio
-from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError
+from npcd.cost.governor import CostGovernor
+from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError, Overloaded
 from npcd.lipsync.emotion import EmotionClassifier, EmotionGuess, SentenceSplitter, emotion_specs
 from npcd.lipsync.stream import VisemeStream, acoustic_visemes
 from npcd.lipsync.timeline import DEFAULT_FPS, frame_runs
@@ -41,13 +42,15 @@ from npcd.lipsync.visemes import OVR_VISEMES
 from npcd.memory.keeper import MemoryKeeper
 from npcd.memory.recall import memory_note
 from npcd.memory.store import MemoryKey, check_player, check_slot
+from npcd.metrics import Metrics
 from npcd.personas.model import Persona
 from npcd.personas.prompt import render_greeting, render_instructions
 from npcd.realtime import events as ev
+from npcd.realtime.endpoints import Backend
 from npcd.realtime.extensions import parse_phonemes
 from npcd.realtime.policy import ErrorClass
 from npcd.realtime.protocol import ResponsePhase
-from npcd.realtime.values import InputText, ResponseOverrides, SystemMessage
+from npcd.realtime.values import InputText, ResponseOverrides, SystemMessage, Usage
 from npcd.server.convert import character_message
 from npcd.server.journal import Journal
 from npcd.server.outbox import MAX_MERGED_MS, Outbox
@@ -265,8 +268,17 @@ class Conversation(SlotListener):
         *,
         clock: Callable[[], float] = time.perf_counter,
         memory: MemoryKeeper | None = None,
+        metrics: Metrics | None = None,
+        governor: CostGovernor | None = None,
+        fallback: Callable[[str], Awaitable[Backend]] | None = None,
     ) -> None:
         self.slot = slot
+        self._metrics = metrics
+        self._governor = governor
+        #: The offline backend for this NPC when its budget is spent (None: none to go to).
+        self._fallback = fallback
+        self._budget_spent = False
+        self._player = start.player.id or None
         self.id = f"conv_{uuid.uuid4().hex[:16]}"
         self.in_format = audio_format(start.input_format, "start.input_format")
         self.out_format = audio_format(start.output_format, "start.output_format")
@@ -346,11 +358,13 @@ class Conversation(SlotListener):
         self._silenced: set[str] = set()
         #: Most audio one outgoing message carries when queued chunks are joined.
         self._merge_bytes = self.out_format.bytes_for_ms(MAX_MERGED_MS)
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> pb.Ready:
         """Configure the slot for this conversation and say `Ready`."""
+        await self._budget_at_start()
         slot = self.slot
         slot.context = dict(self.context)
         slot.actions_enabled = self.caps.actions
@@ -421,6 +435,8 @@ class Conversation(SlotListener):
 
     async def close(self) -> None:
         """The stream is over: stop what the NPC is saying and forget this client."""
+        if self._governor is not None:
+            self._governor.end_conversation(self.id)
         for timer in self._action_timers.values():
             timer.cancel()
         self._action_timers.clear()
@@ -514,7 +530,13 @@ class Conversation(SlotListener):
             self._silenced.discard(response_id)  # nothing of it can follow its ResponseDone
             finished = self._unreported.pop(response_id, None)
             if finished is not None:
-                message.response_done.latency.CopyFrom(self._latency(finished))
+                latency = self._latency(finished)
+                if self.caps.latency_reports:
+                    message.response_done.latency.CopyFrom(latency)
+                if self._metrics is not None and latency.first_output_us:
+                    self._metrics.latency(
+                        self.slot.id, latency.first_output_us / 1e6, latency.npcd_us / 1e6
+                    )
         return message
 
     @staticmethod
@@ -1217,8 +1239,10 @@ class Conversation(SlotListener):
         turn.done = True
         self._last = turn
         usage = pb.Usage()
-        if event is not None and event.response.usage is not None:
-            u = event.response.usage
+        backend_usage = event.response.usage if event is not None else None
+        usd, priced = self._charge(backend_usage)
+        if backend_usage is not None:
+            u = backend_usage
             usage = pb.Usage(
                 input_tokens=u.input_tokens or 0,
                 output_tokens=u.output_tokens or 0,
@@ -1233,6 +1257,7 @@ class Conversation(SlotListener):
                 if u.input_token_details
                 else 0,
             )
+        usage.cost_usd, usage.priced = usd, priced
         heard = self._heard(turn)
         if self._journal is not None:
             if heard:
@@ -1246,9 +1271,82 @@ class Conversation(SlotListener):
             transcript=turn.transcript,
             usage=usage,
         )
-        if self.caps.latency_reports:
-            self._unreported[turn.id] = turn  # reported when the ResponseDone is sent
+        self._unreported[turn.id] = turn  # its latency is known when the ResponseDone is sent
+        if self._metrics is not None:
+            self._metrics.response_done(
+                self.slot.id,
+                _STATUS_NAMES.get(status, "unspecified"),
+                backend_usage,
+                usd,
+            )
         self._emit(pb.ConverseResponse(response_done=done))
+        self._budget_after_response()
+
+    # -- cost -----------------------------------------------------------------------------------
+
+    def _charge(self, usage: Usage | None) -> tuple[float, bool]:
+        """Price a finished response and count it against the budgets: (USD, priced)."""
+        governor = self._governor
+        if governor is None:
+            return 0.0, False
+        usd, priced = governor.price(self.slot.connected_to.model, usage)
+        if usd > 0:
+            governor.charge(self.slot.id, self._player, self.id, usd)
+        return usd, priced
+
+    async def _budget_at_start(self) -> None:
+        """A spent budget refuses the conversation (RESOURCE_EXHAUSTED) or moves the NPC to the
+        offline backend; one that is not spent (any more) brings it back to its own."""
+        governor, slot = self._governor, self.slot
+        if governor is None:
+            return
+        budget = slot.persona.persona.budget
+        over = governor.exceeded(slot.id, self._player, self.id, budget)
+        if over is None:
+            if slot.backend != slot.primary_backend:
+                await slot.move_to(slot.primary_backend, "the NPC's own backend again")
+            return
+        local = budget.on_exceeded == "local" and self._fallback is not None
+        if self._metrics is not None:
+            action = "local" if local else "refused"
+            self._metrics.budget_exceeded.labels(slot.id, over.scope, action).inc()
+        if not local or self._fallback is None:
+            raise Overloaded(over.message)
+        self._budget_spent = True
+        if slot.backend == slot.primary_backend:
+            await slot.move_to(await self._fallback(slot.id), _ON_FALLBACK)
+        self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{over.message}; {_ON_FALLBACK}")
+
+    def _budget_after_response(self) -> None:
+        governor, slot = self._governor, self.slot
+        if governor is None or self._budget_spent or slot.backend != slot.primary_backend:
+            return
+        budget = slot.persona.persona.budget
+        over = governor.exceeded(slot.id, self._player, self.id, budget)
+        if over is None:
+            return
+        self._budget_spent = True
+        fallback = self._fallback if budget.on_exceeded == "local" else None
+        if self._metrics is not None:
+            action = "local" if fallback is not None else "refused"
+            self._metrics.budget_exceeded.labels(slot.id, over.scope, action).inc()
+        if fallback is None:
+            self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, over.message, fatal=True)
+            self.finish(Overloaded(over.message))
+            return
+        self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{over.message}; {_ON_FALLBACK}")
+        task = asyncio.get_running_loop().create_task(self._move_to_fallback(fallback))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _move_to_fallback(self, fallback: Callable[[str], Awaitable[Backend]]) -> None:
+        try:
+            await self.slot.move_to(await fallback(self.slot.id), _ON_FALLBACK)
+        except Exception:
+            _LOGGER.exception("npc %s: could not start the offline backend", self.slot.id)
+            message = "the NPC's budget is spent and the offline backend failed to start"
+            self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, message, fatal=True)
+            self.finish(Overloaded(message))
 
     def _heard(self, turn: _Turn) -> str:
         """What the player heard of ``turn``: all of it, or up to where it was cut (words in
@@ -1324,6 +1422,13 @@ class Conversation(SlotListener):
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.out_format.sample_rate
 
+
+_ON_FALLBACK = "the NPC goes on, with its history, on the offline backend"
+
+_STATUS_NAMES = {
+    value: name.removeprefix("RESPONSE_STATUS_").lower()
+    for name, value in pb.ResponseStatus.items()
+}
 
 _EVENT_HANDLERS: dict[type, Callable[[Conversation, object], None]] = {
     ev.InputAudioBufferSpeechStarted: Conversation._on_speech_started,  # type: ignore[dict-item]

@@ -18,10 +18,13 @@ import grpc
 import orjson
 from google.protobuf.message import DecodeError
 
+from npcd.cost.governor import CostGovernor
 from npcd.errors import BackendUnavailable, InvalidRequest, NpcdError, UnknownCharacter
 from npcd.memory.keeper import MemoryKeeper, MemoryUnavailable
+from npcd.metrics import Metrics
 from npcd.personas import LoadedPersona
 from npcd.pool import SessionPool
+from npcd.realtime.endpoints import Backend
 from npcd.server.conversation import Conversation, check_identity
 from npcd.server.convert import character_message
 from npcd.slot import NpcSlot
@@ -120,10 +123,16 @@ class NpcService(pb_grpc.NpcServiceServicer):
         first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
         ready_timeout: float = READY_TIMEOUT,
         memory: MemoryKeeper | None = None,
+        metrics: Metrics | None = None,
+        governor: CostGovernor | None = None,
+        fallback: Callable[[str], Awaitable[Backend]] | None = None,
     ):
+        self._governor = governor
+        self._fallback = fallback
         self._personas = personas
         self._pool = pool
         self._memory = memory
+        self.metrics = metrics or Metrics()
         self._first_message_timeout = first_message_timeout
         self._ready_timeout = ready_timeout
 
@@ -202,6 +211,8 @@ class NpcService(pb_grpc.NpcServiceServicer):
         r = await self._memory_request(request, context, player=True)
         count = await self._memory_call(context, lambda m: m.forget_player(r.player_id))
         self._forget_in_sessions(r.player_id, None)
+        if self._governor is not None:
+            await self._governor.forget_player(r.player_id)  # per-player budgets name them
         return pb.MemoryChange(conversations=count)
 
     async def ExportMemory(
@@ -273,13 +284,16 @@ class NpcService(pb_grpc.NpcServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ConverseResponse]:
         pool = self._pool
+        errors = self.metrics.errors
         if pool is None:
+            errors.labels("call", "UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "npcd runs without a backend")
             return
         try:
             async with asyncio.timeout(self._first_message_timeout):
                 first = await anext(aiter(request_iterator), None)
         except TimeoutError:
+            errors.labels("call", "DEADLINE_EXCEEDED").inc()
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"no Start message within {self._first_message_timeout:.0f} s",
@@ -287,6 +301,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
         if first is None:
             return  # the client closed at once: nothing to do
         if isinstance(first, MalformedMessage):
+            errors.labels("call", "INVALID_ARGUMENT").inc()
             await _refuse_malformed(context, first)
             return
         try:
@@ -297,6 +312,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
                 async for message in self._converse(slot, start, first, request_iterator):
                     yield message
         except NpcdError as exc:
+            errors.labels("call", exc.status).inc()
             await _abort(context, exc)
 
     async def _converse(
@@ -308,15 +324,30 @@ class NpcService(pb_grpc.NpcServiceServicer):
     ) -> AsyncIterator[pb.ConverseResponse]:
         if not slot.ready:
             await self._wait_for_backend(slot, start.backend_wait_ms)
-        conversation = Conversation(slot, start, memory=self._memory)
+        metrics = self.metrics
+        conversation = Conversation(
+            slot,
+            start,
+            memory=self._memory,
+            metrics=metrics,
+            governor=self._governor,
+            fallback=self._fallback,
+        )
         slot.listener = conversation
-        reader = asyncio.create_task(_read(requests, conversation))
+        reader = asyncio.create_task(_read(requests, conversation, metrics))
         try:
             ready = await conversation.open()
             yield pb.ConverseResponse(ready=ready, request_id=first.request_id)
+            metrics.conversations.labels(slot.id).inc()
+            metrics.frame_out("ready")
             while (message := await conversation.next_message()) is not None:
                 yield message
                 conversation.note_sent(message)
+                kind = message.WhichOneof("kind") or "unset"
+                metrics.frame_out(kind)
+                if kind == "error":
+                    code = message.error.code
+                    metrics.errors.labels("stream", _ERROR_NAMES.get(code, str(code))).inc()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -362,6 +393,9 @@ class NpcService(pb_grpc.NpcServiceServicer):
         return found
 
 
+_ERROR_NAMES = {value: name.removeprefix("ERROR_CODE_") for name, value in pb.ErrorCode.items()}
+
+
 def _check_start(first: pb.ConverseRequest) -> pb.Start:
     if first.WhichOneof("kind") != "start":
         raise InvalidRequest("the first message must be Start")
@@ -373,7 +407,9 @@ def _check_start(first: pb.ConverseRequest) -> pb.Start:
 
 
 async def _read(
-    requests: AsyncIterator[pb.ConverseRequest | MalformedMessage], conversation: Conversation
+    requests: AsyncIterator[pb.ConverseRequest | MalformedMessage],
+    conversation: Conversation,
+    metrics: Metrics,
 ) -> None:
     """Feed client messages to the conversation until the client is done."""
     try:
@@ -381,6 +417,7 @@ async def _read(
             if isinstance(request, MalformedMessage):
                 _log_malformed(request)
                 raise InvalidRequest(request.reason)
+            metrics.frame_in(request.WhichOneof("kind") or "unset")
             if not await conversation.handle(request):
                 break
     except NpcdError as exc:
