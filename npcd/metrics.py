@@ -225,7 +225,13 @@ def _pool_snapshot(pool: SessionPool) -> list[NpcSnapshot]:
 
 
 def _snapshot_on(loop: asyncio.AbstractEventLoop, pool: SessionPool) -> list[NpcSnapshot]:
-    """The pool's state, read on its own loop (the scrape runs on the exporter's thread)."""
+    """The pool's state, read on its own loop (the scrape runs on the exporter's thread). A
+    loop that does not answer fails the scrape: no numbers beat wrong ones."""
+    try:
+        if asyncio.get_running_loop() is loop:
+            return _pool_snapshot(pool)  # collected on the loop itself (embedders, tests)
+    except RuntimeError:
+        pass  # no loop in this thread: the exporter's
 
     async def take() -> list[NpcSnapshot]:
         return _pool_snapshot(pool)
@@ -233,10 +239,11 @@ def _snapshot_on(loop: asyncio.AbstractEventLoop, pool: SessionPool) -> list[Npc
     future = asyncio.run_coroutine_threadsafe(take(), loop)
     try:
         return future.result(timeout=SNAPSHOT_TIMEOUT_S)
-    except (concurrent.futures.TimeoutError, RuntimeError):
+    except concurrent.futures.TimeoutError:
         future.cancel()
-        _LOGGER.warning("metrics: the event loop did not answer a scrape within 2 s")
-        return []
+        raise RuntimeError(
+            f"npcd's event loop did not answer within {SNAPSHOT_TIMEOUT_S:g} s"
+        ) from None
 
 
 class _PoolCollector(Collector):

@@ -43,13 +43,16 @@ from npcd.realtime.policy import (
     classify_closed_before_session,
 )
 from npcd.realtime.protocol import RealtimeSession, ResponsePhase
-from npcd.realtime.values import EventError, InputText, SessionConfig, SystemMessage
+from npcd.realtime.values import EventError, InputText, SessionConfig, SystemMessage, Usage
 from npcd.transport.ws import ConnectFailed, LinkClosed, RealtimeLink
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Rotate this long before the server's own deadline (its `expires_at`), between turns.
 ROTATE_MARGIN_S = 300.0
+#: After a failed move to another backend (`NpcSlot.move_to`), wait this long to try again.
+MOVE_RETRY_S = 5.0
+MAX_LATE_CHARGES = 8
 CONTINUE_NOTE = (
     "The conversation above continues after a short technical pause. Stay in character and "
     "carry on naturally; do not mention the pause."
@@ -200,6 +203,9 @@ class NpcSlot:
         self.connected_to = backend
         self._rotation_detail = ""
         self._rotation: asyncio.Task[None] | None = None
+        self._move_retry_at = -math.inf
+        #: Responses cut when their conversation ended, still billed: who pays, by response id.
+        self._late_charges: dict[str, Callable[[Usage | None], None]] = {}
         self._backoff = Backoff(initial_s=options.backoff_initial_s, max_s=options.backoff_max_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -358,11 +364,12 @@ class NpcSlot:
             self.schedule_release()
 
     def maybe_rotate(self) -> bool:
-        """Between turns, replace a session near its deadline (make before break)."""
+        """Between turns, replace a session near its deadline, or one on another backend than
+        the NPC should be on (make before break)."""
         if (
             self.state is not SlotState.READY
             or self._rotating
-            or self._clock() < self._rotate_at
+            or not (self._clock() >= self._rotate_at or self._move_due())
             or self.session.response_phase is not ResponsePhase.IDLE
             or self.session.input_in_progress
         ):
@@ -371,18 +378,40 @@ class NpcSlot:
         self._rotation = self._spawn(self._rotate(), f"npcd-rotate-{self.id}")
         return True
 
+    def _move_due(self) -> bool:
+        return self.connected_to != self.backend and self._clock() >= self._move_retry_at
+
+    def charge_late(self, response_id: str, charge: Callable[[Usage | None], None]) -> None:
+        """Call ``charge`` with the usage of ``response_id`` when its `response.done` comes,
+        whoever holds the slot by then (a few at most: a lost session forgets them)."""
+        if len(self._late_charges) >= MAX_LATE_CHARGES:
+            self._late_charges.pop(next(iter(self._late_charges)))
+        self._late_charges[response_id] = charge
+
+    def rotate_soon(self) -> None:
+        """Replace the session at the next pause, as if it were near its time limit."""
+        self._rotate_at = -math.inf
+        self.maybe_rotate()
+
     async def move_to(self, backend: Backend, detail: str) -> None:
         """Carry on with ``backend`` (another server: the offline one when a budget is spent,
         the configured one when it is not), history and all, as a rotation: now if the NPC
-        is between turns (waits for it), else at its next pause. Not connected: the next
+        is between turns (waits for it), else at its first pause. Not connected: the next
         connect goes there."""
-        if backend == self.backend:
+        if backend != self.backend:
+            self.backend = backend
+            self._rotation_detail = detail
+            self._move_retry_at = -math.inf
+        if self.connected_to == backend:
             return
-        self.backend = backend
-        self._rotation_detail = detail
-        self._rotate_at = -math.inf
         if self.maybe_rotate() and self._rotation is not None:
             await asyncio.shield(self._rotation)
+
+    @property
+    def moving(self) -> bool:
+        """The NPC's session is on another backend than the one it should be on (a move is
+        due at its next pause)."""
+        return self.connected_to != self.backend
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -531,7 +560,13 @@ class NpcSlot:
                 self.schedule_release()
             if session.has_outgoing:
                 await self.flush()
+            if self._late_charges and isinstance(event, ev.ResponseDone):
+                late = self._late_charges.pop(event.response.id or "", None)
+                if late is not None:
+                    late(event.response.usage)
             self.listener.on_event(event)
+            if self.connected_to != self.backend:
+                self.maybe_rotate()  # a move to another backend is due: at the first pause
 
     async def _watch(self, link: RealtimeLink) -> None:
         """While a conversation uses the slot, ping a backend that has gone quiet; cut off one
@@ -562,7 +597,7 @@ class NpcSlot:
         try:
             history = old_session.history(self.options.replay_items)
             config = self.config()
-            target = self.backend
+            target, old_target = self.backend, self.connected_to
             link = await RealtimeLink.open(target, open_timeout=self.options.open_timeout_s)
             session = self._successor(config, note=False)
             async with asyncio.timeout(self.options.open_timeout_s):
@@ -590,13 +625,15 @@ class NpcSlot:
             self.connects += 1
             self.rotations += 1
             self._on_connected(session)
-            detail, self._rotation_detail = self._rotation_detail or "session rotated", ""
+            detail = self._rotation_detail if target != old_target else "session rotated"
+            self._rotation_detail = ""
             self.listener.on_status(SlotStatus(StatusKind.ROTATED, detail))
             if old_link is not None:
                 await old_link.close(1000, "npcd rotated this session")
         except (ConnectFailed, LinkClosed, TimeoutError, EventError) as exc:
             _LOGGER.info("npc %s: rotation failed, will retry: %s", self.id, type(exc).__name__)
             self._rotate_at = self._clock() + 30.0
+            self._move_retry_at = self._clock() + MOVE_RETRY_S
         finally:
             self._rotating = False
             if link is not None and not swapped:
@@ -617,6 +654,8 @@ class NpcSlot:
         status, self._pending_status = self._pending_status, None
         if status is not None:
             self.listener.on_status(SlotStatus(status, f"session {status.value}"))
+        if self._move_due():
+            self.maybe_rotate()  # moved while this session was connecting: on to the new one
 
     def _fail(self, reason: str) -> None:
         self.last_error = reason

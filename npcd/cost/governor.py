@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from npcd.cost.ledger import Exceeded, Ledger
 from npcd.cost.prices import PriceTable, cost_usd
@@ -27,6 +29,8 @@ class CostGovernor:
         self._store = store
         self._writes: set[asyncio.Task[None]] = set()
         self._unpriced: set[str] = set()
+        self._day = ledger.day
+        self._charged = asyncio.Event()
 
     @classmethod
     async def open(
@@ -55,15 +59,37 @@ class CostGovernor:
             return 0.0, False
         return (cost_usd(usage, prices) if usage is not None else 0.0), True
 
-    def charge(self, character: str, player: str | None, conversation: str, usd: float) -> None:
+    def charge(
+        self,
+        character: str,
+        player: str | None,
+        conversation: str,
+        usd: float,
+        *,
+        per_player: bool = True,
+    ) -> None:
+        """Count ``usd`` against every scope. The spend file names the player only where a
+        per-player budget needs it (``per_player``): it is not a log of who played."""
         self.ledger.charge(character, player, conversation, usd)
+        self._charged.set()
+        self._charged = asyncio.Event()
         store = self._store
-        if store is not None and store.available and usd > 0:
-            task = asyncio.get_running_loop().create_task(
-                store.add(self.ledger.day, character, player, usd)
-            )
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+        if store is None or not store.available or usd <= 0:
+            return
+        day = self.ledger.day
+        if day != self._day:
+            self._day = day
+            self._write(store.purge(day))
+        self._write(store.add(day, character, player if per_player else None, usd))
+
+    async def charged(self) -> None:
+        """Return at the next charge (for whoever watches spend: tests, dashboards)."""
+        await self._charged.wait()
+
+    def _write(self, write: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     def exceeded(
         self, character: str, player: str | None, conversation: str, budget: Budget

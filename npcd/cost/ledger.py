@@ -115,7 +115,8 @@ class Ledger:
         self._sessions.pop(conversation, None)
 
     def forget_player(self, player: str) -> None:
-        """Privacy: drop the per-player totals of ``player`` (the NPCs' totals keep the spend)."""
+        """Privacy: drop the per-player totals of ``player``; the NPCs' and the daemon's totals
+        keep the spend, but that player's own day budget starts again."""
         for key in [k for k in self._players if k[1] == player]:
             del self._players[key]
 

@@ -79,6 +79,8 @@ DEFAULT_PRICES: Final[Mapping[str, Prices]] = MappingProxyType(
         "gpt-realtime-mini": _GPT_REALTIME_MINI,
         "gpt-realtime-2.1-mini": _GPT_REALTIME_MINI,
         "gpt-4o-realtime-preview": _prices((5.00, 2.50, 20.00), (40.00, 2.50, 80.00)),
+        # The first snapshot's audio cost 2.5 times the later ones'.
+        "gpt-4o-realtime-preview-2024-10-01": _prices((5.00, 2.50, 20.00), (100.00, 20.00, 200.00)),
         "gpt-4o-mini-realtime-preview": _prices((0.60, 0.30, 2.40), (10.00, 0.30, 20.00)),
     }
 )

@@ -100,9 +100,13 @@ class SpendStore:
             return
         await self._soft(_add, None, day, character, player or "", usd)
 
+    async def purge(self, today: str) -> None:
+        """Delete rows older than `RETENTION_DAYS` (at open, and when the day rolls over)."""
+        await self._soft(_purge, None, today)
+
     async def forget_player(self, player: str) -> None:
         """Privacy: no row names ``player`` any more; what they spent stays in the NPCs' day
-        totals (as spend by nobody in particular), so forgetting never resets a budget."""
+        totals (as spend by nobody in particular), so an NPC's day budget is not reset."""
         await self._soft(_forget_player, None, player)
 
     async def today(self, day: str) -> list[tuple[str, str | None, float]]:
@@ -188,14 +192,23 @@ def _setup(conn: sqlite3.Connection, today: str) -> None:
     problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
     if problems != ["ok"]:
         raise _Unusable(f"the file is corrupt (quick_check: {'; '.join(problems[:3])})")
-    oldest = (date.fromisoformat(today) - timedelta(days=RETENTION_DAYS)).isoformat()
     # Always a write, so a read-only file fails here at start-up rather than mid-game.
     with _write(conn):
         # Read again under the write lock: another npcd may have created the table meanwhile.
         if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             conn.execute(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
-        conn.execute("DELETE FROM spend WHERE day < ?", (oldest,))
+        _delete_old(conn, today)
+
+
+def _delete_old(conn: sqlite3.Connection, today: str) -> None:
+    oldest = (date.fromisoformat(today) - timedelta(days=RETENTION_DAYS)).isoformat()
+    conn.execute("DELETE FROM spend WHERE day < ?", (oldest,))
+
+
+def _purge(conn: sqlite3.Connection, today: str) -> None:
+    with _write(conn):
+        _delete_old(conn, today)
 
 
 def _add(conn: sqlite3.Connection, day: str, character: str, player: str, usd: float) -> None:

@@ -113,25 +113,79 @@ async def start_local_backend(settings: Settings, catalog: Catalog) -> tuple[Bac
 
 class OfflineFallback:
     """Where an NPC whose budget is spent goes on (`on_exceeded: local`): the embedded offline
-    backend, started the first time one needs it when the daemon's own backend is a paid one."""
+    backend, started the first time one needs it when the daemon's own backend is a paid one.
+    The start runs as a task of its own, so a conversation that gives up waiting does not
+    abandon it half-way; a failure is remembered, not retried at every conversation."""
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self._settings = settings
         self.catalog = catalog
         self.local: LocalBackend | None = None
-        self._backend: Backend | None = None
-        self._lock = asyncio.Lock()
+        self._starting: asyncio.Task[Backend] | None = None
+        self._closed = False
 
     async def backend_for(self, persona_id: str) -> Backend:
-        async with self._lock:
-            if self._backend is None:
-                _LOGGER.info("starting the offline backend for NPCs whose budget is spent")
-                self._backend, self.local = await start_local_backend(self._settings, self.catalog)
-        return dataclasses.replace(self._backend, model=f"npcd-local:{persona_id}")
+        if self._closed:
+            raise RuntimeError("npcd is shutting down")
+        if self._starting is None:
+            _LOGGER.info("starting the offline backend for NPCs whose budget is spent")
+            self._starting = asyncio.create_task(self._start(), name="npcd-offline-fallback")
+        backend = await asyncio.shield(self._starting)
+        return dataclasses.replace(backend, model=f"npcd-local:{persona_id}")
+
+    async def _start(self) -> Backend:
+        backend, self.local = await start_local_backend(self._settings, self.catalog)
+        return backend
 
     async def close(self) -> None:
+        self._closed = True
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await self._starting  # a start in progress finishes, then is closed
         if self.local is not None:
             await self.local.close()
+
+
+def _budgeted(catalog: Catalog) -> list[str]:
+    return sorted(
+        pid
+        for pid, loaded in catalog.personas.items()
+        if any(
+            limit is not None
+            for limit in (
+                loaded.persona.budget.session_usd,
+                loaded.persona.budget.day_usd,
+                loaded.persona.budget.player_day_usd,
+            )
+        )
+    )
+
+
+async def check_budgets(
+    settings: Settings, catalog: Catalog, backend: Backend, governor: CostGovernor, paid: bool
+) -> None:
+    """Say at start-up, not at the first spent budget, what budgets cannot do here."""
+    budgeted = _budgeted(catalog)
+    model = backend.model if paid else "npcd-local"
+    if (budgeted or settings.daily_budget_usd) and governor.prices.for_model(model) is None:
+        _LOGGER.warning(
+            "model %r has no price, so budgets (%s) cannot be enforced: add it with --prices",
+            model,
+            _some(budgeted) or "--daily-budget",
+        )
+    falling_back = [
+        pid for pid in budgeted if catalog.personas[pid].persona.budget.on_exceeded == "local"
+    ]
+    if paid and falling_back:
+        try:
+            await asyncio.to_thread(default_engines)
+        except StartupError as exc:
+            _LOGGER.warning(
+                "%s: on_exceeded local needs the offline backend (%s); when their budget is "
+                "spent they will be refused instead",
+                _some(falling_back),
+                exc.message,
+            )
 
 
 async def build_backend(
@@ -167,6 +221,11 @@ async def build_backend(
     ), None
 
 
+def _backend_kind(backend: str) -> str:
+    """What `npcd_info` says the backend is: never a URL, which may carry credentials."""
+    return backend if backend in ("local", "openai", "azure") else "compatible"
+
+
 def _api_key(variable: str) -> Secret:
     value = os.environ.get("NPCD_API_KEY") or os.environ.get(variable)
     if not value:
@@ -194,9 +253,19 @@ async def start_server(
     """Build, bind and start the gRPC server (does not wait for it to stop).
 
     ``with_backend`` also starts the Realtime backend and the session pool behind `Converse`;
-    without it only the character and health services answer.
+    without it only the character and health services answer. A start that fails half-way
+    closes what it had opened (files, threads, the local backend, ports).
     """
     settings.check()
+    async with contextlib.AsyncExitStack() as undo:
+        running = await _start(settings, catalog, with_backend, undo)
+        undo.pop_all()
+    return running
+
+
+async def _start(
+    settings: Settings, catalog: Catalog, with_backend: bool, undo: contextlib.AsyncExitStack
+) -> RunningServer:
     pool: SessionPool | None = None
     local: LocalBackend | None = None
     memory: MemoryKeeper | None = None
@@ -207,17 +276,25 @@ async def start_server(
         governor = await CostGovernor.open(
             prices,
             daemon_day_usd=settings.daily_budget_usd,
-            data_dir=settings.data_dir or default_data_dir(),
+            # --no-memory writes nothing to disk: the day totals then last as long as npcd.
+            data_dir=(settings.data_dir or default_data_dir()) if settings.memory else None,
         )
+        undo.push_async_callback(governor.close)
     if with_backend and settings.memory:
         data_dir = settings.data_dir or default_data_dir()
         memory = await MemoryKeeper.open(data_dir / DB_NAME)
+        undo.push_async_callback(memory.close)
     if with_backend:
         backend, local = await build_backend(settings, catalog)
+        if local is not None:
+            undo.push_async_callback(local.close)
         if memory is not None and settings.backend in ("openai", "azure"):
             memory.summaries = backend  # its model writes the summaries of older turns
         if local is None:
             fallback = OfflineFallback(settings, catalog)
+            undo.push_async_callback(fallback.close)
+        if governor is not None:
+            await check_budgets(settings, catalog, backend, governor, paid=local is None)
         pool = SessionPool(
             catalog,
             PoolOptions(
@@ -239,7 +316,7 @@ async def start_server(
     ]
     server = grpc.aio.server(options=options)
     holder: list[RunningServer] = []  # the servicer reads the catalogue a reload may replace
-    metrics = Metrics(backend=settings.backend)
+    metrics = Metrics(backend=_backend_kind(settings.backend))
     if pool is not None:
         metrics.watch_pool(pool, asyncio.get_running_loop())
     add_to_server(

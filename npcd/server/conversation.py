@@ -34,6 +34,7 @@ import orjson
 
 from npcd import audio
 from npcd.cost.governor import CostGovernor
+from npcd.cost.ledger import Exceeded
 from npcd.errors import BackendRejected, BackendUnavailable, InvalidRequest, NpcdError, Overloaded
 from npcd.lipsync.emotion import EmotionClassifier, EmotionGuess, SentenceSplitter, emotion_specs
 from npcd.lipsync.stream import VisemeStream, acoustic_visemes
@@ -364,12 +365,13 @@ class Conversation(SlotListener):
 
     async def open(self) -> pb.Ready:
         """Configure the slot for this conversation and say `Ready`."""
-        await self._budget_at_start()
+        spent = self._budget_at_start()
         slot = self.slot
         slot.context = dict(self.context)
         slot.actions_enabled = self.caps.actions
         slot.push_to_talk = self.push_to_talk
         await self._remember_player()
+        await self._budget_place(spent)  # after the last player's talk is gone from the session
         if self._emotions_asked:
             self._emotions = await asyncio.to_thread(emotion_classifier, slot.persona.persona)
             self.caps.emotions = self._emotions is not None
@@ -435,8 +437,15 @@ class Conversation(SlotListener):
 
     async def close(self) -> None:
         """The stream is over: stop what the NPC is saying and forget this client."""
-        if self._governor is not None:
-            self._governor.end_conversation(self.id)
+        for task in self._background:
+            task.cancel()
+        governor = self._governor
+        if governor is not None:
+            turn = self._turn
+            if turn is not None:  # cut below, and still billed: charged when it is done
+                self.slot.charge_late(turn.id, functools.partial(self._late_charge, governor))
+            else:
+                governor.end_conversation(self.id)
         for timer in self._action_timers.values():
             timer.cancel()
         self._action_timers.clear()
@@ -1284,6 +1293,10 @@ class Conversation(SlotListener):
 
     # -- cost -----------------------------------------------------------------------------------
 
+    def _late_charge(self, governor: CostGovernor, usage: Usage | None) -> None:
+        self._charge(usage)
+        governor.end_conversation(self.id)
+
     def _charge(self, usage: Usage | None) -> tuple[float, bool]:
         """Price a finished response and count it against the budgets: (USD, priced)."""
         governor = self._governor
@@ -1291,60 +1304,83 @@ class Conversation(SlotListener):
             return 0.0, False
         usd, priced = governor.price(self.slot.connected_to.model, usage)
         if usd > 0:
-            governor.charge(self.slot.id, self._player, self.id, usd)
+            per_player = self.slot.persona.persona.budget.player_day_usd is not None
+            governor.charge(self.slot.id, self._player, self.id, usd, per_player=per_player)
         return usd, priced
 
-    async def _budget_at_start(self) -> None:
-        """A spent budget refuses the conversation (RESOURCE_EXHAUSTED) or moves the NPC to the
-        offline backend; one that is not spent (any more) brings it back to its own."""
+    def _on_spent(self) -> str:
+        """What a spent budget does here: "refused", "local" (move to the offline backend) or
+        "offline" (the NPC is on the offline backend already: it goes on)."""
+        if self.slot.persona.persona.budget.on_exceeded != "local":
+            return "refused"
+        return "local" if self._fallback is not None else "offline"
+
+    def _budget_at_start(self) -> Exceeded | None:
+        """The budget that is spent, if one is; refuses the conversation (RESOURCE_EXHAUSTED)
+        if that is the persona's policy, before anything else is done for it."""
         governor, slot = self._governor, self.slot
         if governor is None:
-            return
-        budget = slot.persona.persona.budget
-        over = governor.exceeded(slot.id, self._player, self.id, budget)
+            return None
+        over = governor.exceeded(slot.id, self._player, self.id, slot.persona.persona.budget)
         if over is None:
+            return None
+        action = self._on_spent()
+        if self._metrics is not None:
+            self._metrics.budget_exceeded.labels(slot.id, over.scope, action).inc()
+        if action == "refused":
+            raise Overloaded(over.message)
+        return over
+
+    async def _budget_place(self, spent: Exceeded | None) -> None:
+        """Put the NPC on the backend its budget allows: the offline one while it is spent,
+        its own again once it is not."""
+        slot = self.slot
+        if spent is None:
             if slot.backend != slot.primary_backend:
                 await slot.move_to(slot.primary_backend, "the NPC's own backend again")
             return
-        local = budget.on_exceeded == "local" and self._fallback is not None
-        if self._metrics is not None:
-            action = "local" if local else "refused"
-            self._metrics.budget_exceeded.labels(slot.id, over.scope, action).inc()
-        if not local or self._fallback is None:
-            raise Overloaded(over.message)
         self._budget_spent = True
-        if slot.backend == slot.primary_backend:
-            await slot.move_to(await self._fallback(slot.id), _ON_FALLBACK)
-        self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{over.message}; {_ON_FALLBACK}")
+        if self._fallback is None:
+            self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{spent.message}; {_OFFLINE_ALREADY}")
+            return
+        try:
+            backend = await self._fallback(slot.id)
+        except Exception:
+            _LOGGER.exception("npc %s: the offline backend could not start", slot.id)
+            raise Overloaded(f"{spent.message}; the offline backend could not start") from None
+        await slot.move_to(backend, _ON_FALLBACK)
+        self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{spent.message}; {_ON_FALLBACK}")
 
     def _budget_after_response(self) -> None:
         governor, slot = self._governor, self.slot
-        if governor is None or self._budget_spent or slot.backend != slot.primary_backend:
+        if governor is None or self._budget_spent:
             return
-        budget = slot.persona.persona.budget
-        over = governor.exceeded(slot.id, self._player, self.id, budget)
+        over = governor.exceeded(slot.id, self._player, self.id, slot.persona.persona.budget)
         if over is None:
             return
         self._budget_spent = True
-        fallback = self._fallback if budget.on_exceeded == "local" else None
+        action = self._on_spent()
         if self._metrics is not None:
-            action = "local" if fallback is not None else "refused"
             self._metrics.budget_exceeded.labels(slot.id, over.scope, action).inc()
-        if fallback is None:
+        fallback = self._fallback
+        if action == "refused":
             self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, over.message, fatal=True)
             self.finish(Overloaded(over.message))
-            return
-        self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{over.message}; {_ON_FALLBACK}")
-        task = asyncio.get_running_loop().create_task(self._move_to_fallback(fallback))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        elif fallback is None:
+            self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{over.message}; {_OFFLINE_ALREADY}")
+        else:
+            self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, f"{over.message}; {_ON_FALLBACK}")
+            task = asyncio.get_running_loop().create_task(self._move_to_fallback(fallback))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _move_to_fallback(self, fallback: Callable[[str], Awaitable[Backend]]) -> None:
+        """Cancelled with the conversation (`close`): the next player's is not this one's."""
         try:
             await self.slot.move_to(await fallback(self.slot.id), _ON_FALLBACK)
         except Exception:
             _LOGGER.exception("npc %s: could not start the offline backend", self.slot.id)
-            message = "the NPC's budget is spent and the offline backend failed to start"
+            message = "the NPC's budget is spent and the offline backend could not start"
             self._error(pb.ERROR_CODE_BUDGET_EXCEEDED, message, fatal=True)
             self.finish(Overloaded(message))
 
@@ -1424,6 +1460,7 @@ class Conversation(SlotListener):
 
 
 _ON_FALLBACK = "the NPC goes on, with its history, on the offline backend"
+_OFFLINE_ALREADY = "the NPC is on the offline backend and goes on"
 
 _STATUS_NAMES = {
     value: name.removeprefix("RESPONSE_STATUS_").lower()

@@ -19,7 +19,13 @@ import orjson
 from google.protobuf.message import DecodeError
 
 from npcd.cost.governor import CostGovernor
-from npcd.errors import BackendUnavailable, InvalidRequest, NpcdError, UnknownCharacter
+from npcd.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    NpcdError,
+    Overloaded,
+    UnknownCharacter,
+)
 from npcd.memory.keeper import MemoryKeeper, MemoryUnavailable
 from npcd.metrics import Metrics
 from npcd.personas import LoadedPersona
@@ -306,6 +312,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
             return
         try:
             start = _check_start(first)
+            self._refuse_if_spent(start)
             async with pool.lease(
                 start.character_id, wait=start.busy_policy == pb.BUSY_POLICY_WAIT
             ) as slot:
@@ -314,6 +321,21 @@ class NpcService(pb_grpc.NpcServiceServicer):
         except NpcdError as exc:
             errors.labels("call", exc.status).inc()
             await _abort(context, exc)
+
+    def _refuse_if_spent(self, start: pb.Start) -> None:
+        """An NPC whose spent budget refuses conversations does so before it is leased (which
+        could suspend another NPC to make room for it)."""
+        governor = self._governor
+        loaded = self._personas().get(start.character_id)
+        if governor is None or loaded is None:
+            return
+        budget = loaded.persona.budget
+        if budget.on_exceeded == "local":
+            return  # it goes on, on the offline backend: the conversation moves it there
+        over = governor.exceeded(start.character_id, start.player.id or None, "", budget)
+        if over is not None:
+            self.metrics.budget_exceeded.labels(start.character_id, over.scope, "refused").inc()
+            raise Overloaded(over.message)
 
     async def _converse(
         self,

@@ -169,3 +169,46 @@ async def test_a_spent_session_budget_moves_the_npc_to_the_offline_backend_with_
             game.end()
     finally:
         await context.__aexit__(None, None, None)
+
+
+async def test_a_response_cut_by_the_player_leaving_is_still_charged(tmp_path: Path) -> None:
+    folder = characters(tmp_path, "budget:\n  day_usd: 0.000001\n  on_exceeded: refuse\n")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(PRICES)
+    context, running = await daemon(characters=folder, prices=prices)
+    try:
+        assert running.governor is not None
+        ledger = running.governor.ledger
+        async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
+            game = Game(channel, start("blacksmith"))
+            await game.until("ready")
+            game.send(text=pb.TextMessage(text="what do you sell?"))
+            await game.until("response_started")
+            game.end()  # the player walks away mid-answer: the backend still bills it
+            async with asyncio.timeout(TIMEOUT):  # its response.done comes after the stream
+                while ledger.spent_today("blacksmith") == 0:
+                    await running.governor.charged()
+            late = await refused(channel, "blacksmith")
+            assert late.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+async def test_on_the_offline_backend_already_a_spent_budget_only_says_so(tmp_path: Path) -> None:
+    folder = characters(tmp_path, "budget:\n  session_usd: 0.000001\n  on_exceeded: local\n")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(PRICES)
+    context, running = await daemon(characters=folder, prices=prices)
+    try:
+        async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
+            game = Game(channel, start("blacksmith"))
+            await game.until("ready")
+            await say(game, "what do you sell?")
+            notice = await game.until("error")
+            assert notice.code == pb.ERROR_CODE_BUDGET_EXCEEDED and not notice.fatal
+            assert "on the offline backend and goes on" in notice.message
+            again = await say(game, "who are you?")
+            assert again.status == pb.RESPONSE_STATUS_COMPLETED and again.transcript
+            game.end()
+    finally:
+        await context.__aexit__(None, None, None)

@@ -16,7 +16,7 @@ from npcd.config import Secret
 from npcd.personas import load_directory
 from npcd.realtime import events as ev
 from npcd.realtime.endpoints import Backend, Provider
-from npcd.slot import NpcSlot, SlotListener, SlotOptions
+from npcd.slot import NpcSlot, SlotListener, SlotOptions, SlotStatus, StatusKind
 from tests.conftest import SAMPLES
 from tests.fakes.realtime_peer import Handler, RealtimePeer
 
@@ -121,3 +121,56 @@ async def test_a_malformed_backend_frame_is_skipped_and_the_session_goes_on(
                 await listener.rate_limits.wait()
             assert slot.ready and slot.connects == 1, "the same session, not a reconnect"
     assert any("malformed backend event" in r.getMessage() for r in caplog.records)
+
+
+class Statuses(SlotListener):
+    def __init__(self) -> None:
+        self.rotated = asyncio.Event()
+        self.details: list[str] = []
+
+    def on_status(self, status: SlotStatus) -> None:
+        self.details.append(status.detail)
+        if status.kind is StatusKind.ROTATED:
+            self.rotated.set()
+
+
+async def test_a_move_asked_for_while_connecting_happens_once_the_session_is_up() -> None:
+    """A budget's move to the offline backend must not be lost because the NPC's session was
+    (re)connecting when it was asked for."""
+    release = asyncio.Event()
+    reached_a = asyncio.Event()
+    reached_b = asyncio.Event()
+
+    async def slow_a(ws: ServerConnection) -> None:
+        reached_a.set()
+        await release.wait()  # the slot is still connecting when the move is asked for
+        await ws.send('{"type":"session.created","event_id":"e1","session":{"type":"realtime"}}')
+        async for _ in ws:
+            pass
+
+    async def quick_b(ws: ServerConnection) -> None:
+        reached_b.set()
+        await ws.send('{"type":"session.created","event_id":"e1","session":{"type":"realtime"}}')
+        async for _ in ws:
+            pass
+
+    persona = load_directory(SAMPLES).personas["blacksmith"]
+    key = Secret("sk-test-0123456789")
+    async with RealtimePeer(slow_a) as peer_a, RealtimePeer(quick_b) as peer_b:
+        a = Backend(Provider.COMPATIBLE, peer_a.base_url, api_key=key)
+        b = Backend(Provider.COMPATIBLE, peer_b.base_url, api_key=key)
+        slot = NpcSlot(persona, SlotOptions(a))
+        listener = slot.listener = Statuses()
+        slot.start()
+        try:
+            async with asyncio.timeout(10):
+                await reached_a.wait()
+            await slot.move_to(b, "moved to b")
+            assert slot.backend == b and slot.moving and not reached_b.is_set()
+            release.set()
+            async with asyncio.timeout(10):
+                await listener.rotated.wait()
+            assert reached_b.is_set() and slot.connected_to == b and not slot.moving
+            assert listener.details == ["moved to b"]
+        finally:
+            await slot.close()
