@@ -118,9 +118,9 @@ class TrackedResponse:
     reason: str | None = None
     done_event: ev.ResponseDone | None = None
 
-    @property
-    def audio_item_id(self) -> str | None:
-        return self.item_ids[0] if self.item_ids else None
+    #: Its assistant message items in the order they came: newer models may say a preamble,
+    #: then the answer, in one response; the game hears their audio back to back.
+    message_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,22 +418,37 @@ class RealtimeSession:
         if not server_cancels:
             self.cancel_response()
         self._queued.clear()
-        item = self.items.get(response.audio_item_id or "")
-        if item is None or item.role is not Role.ASSISTANT or not item.audio_bytes:
+        spoken = [
+            item
+            for item in (self.items.get(i) for i in response.message_ids)
+            if item is not None and item.role is Role.ASSISTANT and item.audio_bytes
+        ]
+        if not spoken:
             return Interruption(response.id, None, None, deleted=False)
         heard = played_ms if played_ms is not None else response.played_ms
-        received = item.audio_ms
+        received = sum(item.audio_ms for item in spoken)
         cut = received if heard is None else max(0, min(heard, received))
-        if cut <= 0:
-            self._send(ev.ConversationItemDelete(item_id=item.id), "conversation.item.delete")
-            return Interruption(response.id, item.id, 0, deleted=True)
         if cut >= received and self._phase is ResponsePhase.IDLE:
-            return Interruption(response.id, item.id, None, deleted=False)  # all of it was heard
-        self._send(
-            ev.ConversationItemTruncate(item_id=item.id, content_index=0, audio_end_ms=cut),
-            "conversation.item.truncate",
-        )
-        return Interruption(response.id, item.id, cut, deleted=False)
+            return Interruption(response.id, spoken[-1].id, None, deleted=False)  # all heard
+        # The cursor is on the response's audio: items before it were heard in full, the one
+        # it falls in is cut there, the ones after it were never heard.
+        cut_item: str | None = None
+        start = 0
+        for item in spoken:
+            end = start + item.audio_ms
+            if cut <= start:
+                self._send(ev.ConversationItemDelete(item_id=item.id), "conversation.item.delete")
+                cut_item = cut_item or item.id
+            elif cut < end or item is spoken[-1]:
+                self._send(
+                    ev.ConversationItemTruncate(
+                        item_id=item.id, content_index=0, audio_end_ms=cut - start
+                    ),
+                    "conversation.item.truncate",
+                )
+                cut_item = item.id
+            start = end
+        return Interruption(response.id, cut_item, cut, deleted=cut <= 0)
 
     def history(self, max_items: int = 40) -> list[Item]:
         """Text items that recreate this conversation in a new session (rollover, reconnect).
@@ -551,10 +566,9 @@ class RealtimeSession:
     def _on_output_item_added(self, event: ev.ResponseOutputItemAdded) -> None:
         item_id = getattr(event.item, "id", None)
         if self.response is not None and item_id and item_id not in self.response.item_ids:
+            self.response.item_ids.append(item_id)
             if isinstance(event.item, AssistantMessage):
-                self.response.item_ids.insert(0, item_id)
-            else:
-                self.response.item_ids.append(item_id)
+                self.response.message_ids.append(item_id)
         if item_id and item_id not in self.items:
             self.items[item_id] = _track(item_id, event.item)
             self.order.append(item_id)

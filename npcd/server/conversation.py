@@ -238,6 +238,8 @@ class _Turn:
     sequence: int = 0
     out_samples: int = 0
     transcript: str = ""
+    #: The output item the transcript's last words came from.
+    text_item: str | None = None
     interrupted: bool = False
     done: bool = False
     #: The game's playback cursor for this response, and whether it said it finished.
@@ -1012,17 +1014,22 @@ class Conversation(SlotListener):
         turn = self._turn
         if turn is None or turn.interrupted or turn.id != event.response_id:
             return
-        turn.transcript += event.delta
+        delta = event.delta
+        if event.item_id != turn.text_item:  # a response's next item (a preamble's answer)
+            turn.text_item = event.item_id
+            if turn.transcript and not turn.transcript[-1].isspace() and delta[:1] != " ":
+                delta = " " + delta
+        turn.transcript += delta
         if self.caps.transcripts or isinstance(event, ev.ResponseOutputTextDelta):
             if turn.first_backend is None:
                 turn.first_backend = self._clock()
             self._emit(
                 pb.ConverseResponse(
-                    npc_transcript=pb.NpcTranscript(response_id=turn.id, delta=event.delta)
+                    npc_transcript=pb.NpcTranscript(response_id=turn.id, delta=delta)
                 )
             )
         if turn.sentences is not None:
-            for sentence in turn.sentences.feed(event.delta):
+            for sentence in turn.sentences.feed(delta):
                 self._classify(turn, sentence)
 
     def _classify(self, turn: _Turn, sentence: str) -> None:

@@ -234,6 +234,50 @@ def test_interrupt_before_anything_was_heard_deletes_the_item(pair) -> None:
     )
 
 
+def preamble_and_answer(session: RealtimeSession, server: Server) -> None:
+    """One response, two spoken items: a 500 ms preamble, then a 2000 ms answer."""
+    session.request_response()
+    sent(session)
+    server.response_created("resp_1")
+    server.assistant_item("resp_1", "item_pre")
+    server.audio("resp_1", "item_pre", 500, "Let me see.")
+    server.assistant_item("resp_1", "item_ans")
+    server.audio("resp_1", "item_ans", 2000, "one two three four")
+
+
+def test_interrupt_in_the_second_item_cuts_it_there_and_keeps_the_first(pair) -> None:
+    session, server = pair
+    preamble_and_answer(session, server)
+    cut = session.interrupt(played_ms=1500)  # 500 ms of preamble + 1000 ms of the answer
+    assert cut is not None and cut.truncated_at_ms == 1500 and cut.item_id == "item_ans"
+    frames = sent(session)
+    assert [f["type"] for f in frames] == ["response.cancel", "conversation.item.truncate"]
+    assert frames[1]["item_id"] == "item_ans" and frames[1]["audio_end_ms"] == 1000
+
+
+def test_interrupt_in_the_preamble_cuts_it_and_deletes_the_unheard_answer(pair) -> None:
+    session, server = pair
+    preamble_and_answer(session, server)
+    cut = session.interrupt(played_ms=300)
+    assert cut is not None and cut.truncated_at_ms == 300 and not cut.deleted
+    frames = sent(session)[1:]
+    assert [(f["type"], f["item_id"]) for f in frames] == [
+        ("conversation.item.truncate", "item_pre"),
+        ("conversation.item.delete", "item_ans"),
+    ]
+    assert frames[0]["audio_end_ms"] == 300
+
+
+def test_interrupt_at_the_end_of_the_preamble_keeps_it_whole(pair) -> None:
+    session, server = pair
+    preamble_and_answer(session, server)
+    session.interrupt(played_ms=500)
+    frames = sent(session)[1:]
+    assert [(f["type"], f["item_id"]) for f in frames] == [
+        ("conversation.item.delete", "item_ans")
+    ]
+
+
 def test_interrupt_with_nothing_playing_does_nothing(pair) -> None:
     session, _ = pair
     assert session.interrupt(played_ms=100) is None
