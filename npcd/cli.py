@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-memory",
         action="store_true",
-        help="remember nobody across conversations and restarts (no database is opened)",
+        help="remember nobody across conversations and restarts, and keep budgets' day totals "
+        "in memory only (nothing is written to disk)",
     )
     serve.add_argument(
         "--metrics",
@@ -112,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--daily-budget",
-        type=float,
-        default=float(env_default("DAILY_BUDGET", "0")) or None,
+        type=_usd,
+        default=env_default("DAILY_BUDGET", "") or None,
         metavar="USD",
         help="most all NPCs together may cost per UTC day; persona `budget:` blocks set "
         "per-NPC limits (env NPCD_DAILY_BUDGET; default no limit)",
@@ -194,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a running npcd (default: start one here, on the local backend)",
     )
     talk.add_argument("--characters", type=Path, default=Path("characters"))
-    talk.add_argument(
+    speech = talk.add_mutually_exclusive_group()
+    speech.add_argument(
         "--wav",
         type=Path,
         default=None,
@@ -214,10 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer the NPC's actions so (default: ask on a terminal, else ok)",
     )
     talk.add_argument("--player", default="Traveller", help="the player's name")
-    talk.add_argument(
+    speech.add_argument(
         "--mic",
         action="store_true",
-        help="talk through the microphone and speakers (needs sounddevice)",
+        help="talk through the default microphone and speakers (pip install 'npcd[mic]')",
     )
     persona_tests = commands.add_parser(
         "test", help="run persona tests (characters/tests/*.yaml) through a real npcd"
@@ -310,6 +312,16 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("npcd").error("%s", exc.message)
         return 2
     return 0
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in USD") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    return value
 
 
 def _metrics_address(text: str | None) -> ListenAddress | None:
@@ -431,18 +443,6 @@ def _persona_tests(args: argparse.Namespace) -> int:
 def _talk(args: argparse.Namespace) -> int:
     from npcd.talk import TalkOptions, talk
 
-    if args.mic:
-        try:
-            import sounddevice  # type: ignore[import-not-found]  # noqa: F401
-        except (ImportError, OSError) as exc:
-            print(
-                f"npcd talk --mic needs a sound device and `pip install sounddevice` ({exc}); "
-                "type lines instead, or use --wav",
-                file=sys.stderr,
-            )
-            return 2
-        print("npcd talk --mic: live audio is not built yet; use --wav", file=sys.stderr)
-        return 2
     setup_logging("WARNING")
     options = TalkOptions(
         character=args.character,
@@ -452,6 +452,7 @@ def _talk(args: argparse.Namespace) -> int:
         out=args.out,
         auto_actions=args.auto_actions,
         player=args.player,
+        mic=args.mic,
     )
     try:
         return eventloop.run(talk(options), "auto")

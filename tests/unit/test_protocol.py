@@ -273,9 +273,7 @@ def test_interrupt_at_the_end_of_the_preamble_keeps_it_whole(pair) -> None:
     preamble_and_answer(session, server)
     session.interrupt(played_ms=500)
     frames = sent(session)[1:]
-    assert [(f["type"], f["item_id"]) for f in frames] == [
-        ("conversation.item.delete", "item_ans")
-    ]
+    assert [(f["type"], f["item_id"]) for f in frames] == [("conversation.item.delete", "item_ans")]
 
 
 def test_interrupt_with_nothing_playing_does_nothing(pair) -> None:
