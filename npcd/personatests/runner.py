@@ -1,8 +1,11 @@
 """`npcd test`: run persona test files against a real npcd, over gRPC, as a game would.
 
-Each test is one `Converse` stream with the character (capabilities transcripts and actions):
-each step sends a typed line or a trigger, reads the NPC's answer to the end (answering any
-action it asks for with ok, then reading what it says after), and checks the expectations.
+Each test is one `Converse` stream with the character (capabilities transcripts, actions and VAD
+events): each step sends a typed line, a trigger or a recording, reads the NPC's answer to the
+end (answering any action it asks for with ok, then reading what it says after), and checks the
+expectations. A recording is streamed as a microphone would (20 ms chunks in real time, then
+silence until the server VAD ends the player's turn), in the one input format every test
+declares, PCM16 mono 24 kHz, to which `spec` already converted it.
 The daemon runs in this process on the local backend by default, so tests are offline and
 deterministic; `--backend openai` (or any other) runs them against a real model.
 """
@@ -10,6 +13,7 @@ deterministic; `--backend openai` (or any other) runs them against a real model.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Sequence
@@ -20,8 +24,9 @@ from typing import Any
 import grpc
 import orjson
 
+from npcd import audio
 from npcd.config import Settings, parse_listen
-from npcd.personatests.spec import Case, Expect, Step, Suite
+from npcd.personatests.spec import Case, Expect, Recording, Step, Suite
 from npcd.server.app import RunningServer, serving, wait_for_npcs
 from npcd.v1 import npcd_pb2 as pb
 from npcd.v1 import npcd_pb2_grpc as pb_grpc
@@ -29,6 +34,35 @@ from npcd.v1 import npcd_pb2_grpc as pb_grpc
 __all__ = ["CaseResult", "run_suites", "write_junit"]
 
 STEP_TIMEOUT_S = 60.0
+CHUNK_MS = 20
+#: Silence after a recording, so the server VAD hears the player stop (then more, as needed).
+TRAILING_SILENCE_MS = 1500
+_INPUT = pb.AudioFormat(
+    encoding=pb.AUDIO_ENCODING_PCM16,
+    sample_rate_hz=audio.REALTIME_FORMAT.sample_rate,
+    channels=audio.REALTIME_FORMAT.channels,
+)
+
+Actions = list[tuple[str, dict[str, Any]]]
+
+
+class _StepFailed(Exception):
+    """A step that cannot go on (the conversation is then left): ``where`` is its file:line."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Heard:
+    """What a step's answer was: the NPC's words and actions, and the player's heard words."""
+
+    said: list[str] = field(default_factory=list)
+    actions: Actions = field(default_factory=list)
+    #: Final transcripts by utterance, for the utterances this step's speech began.
+    player: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -72,8 +106,9 @@ async def _run_case(running: RunningServer, suite: Suite, case: Case) -> CaseRes
         character_id=suite.character,
         player=pb.Player(name=case.player),
         context=case.context,
+        input_format=_INPUT,
         output_modalities=[pb.MODALITY_TEXT],
-        capabilities=pb.Capabilities(transcripts=True, actions=True),
+        capabilities=pb.Capabilities(transcripts=True, actions=True, vad_events=True),
     )
     requests.put_nowait(pb.ConverseRequest(start=start))
 
@@ -83,13 +118,26 @@ async def _run_case(running: RunningServer, suite: Suite, case: Case) -> CaseRes
 
     async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
         call = pb_grpc.NpcServiceStub(channel).Converse(feed())
+        where = case.where
         try:
             await _next(call, "ready")
             for step in case.steps:
-                reply, actions = await _step(call, requests, step)
+                where = step.where
+                if step.wav is None:
+                    async with asyncio.timeout(STEP_TIMEOUT_S):
+                        heard = await _step(call, requests, step)
+                else:  # the answer can only start once the recording has been said
+                    async with asyncio.timeout(STEP_TIMEOUT_S + step.wav.seconds):
+                        heard = await _speak(call, requests, step, step.wav)
+                reply = " ".join(heard.said)
                 result.replies.append(reply)
-                result.failures.extend(check(step, reply, actions))
-        except (grpc.aio.AioRpcError, TimeoutError, RuntimeError) as exc:
+                spoken = " ".join(t for t in heard.player.values() if t)
+                result.failures.extend(check(step, reply, heard.actions, spoken))
+        except _StepFailed as exc:
+            result.failures.append((exc.where, exc.message))
+        except TimeoutError:
+            result.failures.append((where, f"no answer within {STEP_TIMEOUT_S:.0f} s"))
+        except (grpc.aio.AioRpcError, RuntimeError) as exc:
             detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
             result.failures.append((case.where, f"the conversation failed: {detail}"))
         finally:
@@ -110,62 +158,105 @@ async def _next(call: Any, kind: str) -> Any:
 
 async def _step(
     call: Any, requests: asyncio.Queue[pb.ConverseRequest | None], step: Step
-) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+) -> _Heard:
     if step.say is not None:
         requests.put_nowait(pb.ConverseRequest(text=pb.TextMessage(text=step.say)))
     else:
         trigger = pb.Trigger(name=step.trigger or "", params=step.params)
         requests.put_nowait(pb.ConverseRequest(trigger=trigger))
-    said: list[str] = []
-    actions: list[tuple[str, dict[str, Any]]] = []
-    pending = 1  # responses still to read: one, and one more after each action answered
-    async with asyncio.timeout(STEP_TIMEOUT_S):
-        while pending:
-            message = await call.read()
-            if message is grpc.aio.EOF:
-                raise RuntimeError("the stream ended mid-step")
-            kind = message.WhichOneof("kind")
-            if kind == "action_request":
-                request = message.action_request
-                actions.append((request.name, orjson.loads(request.arguments_json or "{}")))
-                answer = pb.ActionResult(call_id=request.call_id, ok=True, result_json='"done"')
-                requests.put_nowait(pb.ConverseRequest(action_result=answer))
-                pending += 1
-            elif kind == "response_done":
-                if message.response_done.transcript:
-                    said.append(message.response_done.transcript)
-                pending -= 1
-    return " ".join(said), actions
+    heard = _Heard()
+    await _answer(call, requests, heard)
+    return heard
 
 
-def check(
-    step: Step, reply: str, actions: list[tuple[str, dict[str, Any]]]
-) -> list[tuple[str, str]]:
-    """The failed expectations of ``step`` for what the NPC said and did."""
-    expect: Expect = step.expect
-    failures: list[tuple[str, str]] = []
-    lowered = reply.lower()
-    quoted = f"{reply!r}"
-    for text in expect.contains:
-        if text.lower() not in lowered:
-            failures.append((expect.where["contains"], f"expected {text!r} in {quoted}"))
-    for text in expect.not_contains:
-        if text.lower() in lowered:
-            failures.append((expect.where["not_contains"], f"{text!r} must not be said: {quoted}"))
-    if expect.matches is not None and not expect.matches.search(reply):
-        failures.append(
-            (expect.where["matches"], f"{quoted} does not match {expect.matches.pattern!r}")
+async def _speak(
+    call: Any, requests: asyncio.Queue[pb.ConverseRequest | None], step: Step, wav: Recording
+) -> _Heard:
+    """Stream the recording, then silence until the NPC has answered; the answer must come
+    after the whole recording, or a pause in it ended the player's turn too soon."""
+    heard = _Heard()
+    sent = asyncio.Event()
+    streaming = asyncio.create_task(_stream(requests, wav.pcm, sent))
+    try:
+        await _answer(call, requests, heard)
+    finally:
+        streaming.cancel()
+    if not sent.is_set():
+        raise _StepFailed(
+            step.where,
+            f"the NPC answered before the end of {wav.path.name} ({wav.seconds:.1f} s): "
+            "a pause in it ended the player's turn",
         )
-    if expect.similar_to is not None:
-        score = similarity(reply, expect.similar_to)
-        if score < expect.similar_min:
-            failures.append(
-                (
-                    expect.where["similar"],
-                    f"{quoted} is {score:.2f} similar to {expect.similar_to!r}, "
-                    f"wanted {expect.similar_min:.2f}",
-                )
-            )
+    if step.expect.heard is not None:  # transcription may finish after the answer
+        while any(text is None for text in heard.player.values()):
+            _note(await _read(call), heard)
+    return heard
+
+
+async def _stream(
+    requests: asyncio.Queue[pb.ConverseRequest | None], pcm: bytes, sent: asyncio.Event
+) -> None:
+    """Send ``pcm`` in 20 ms chunks paced on an absolute schedule, as a microphone delivers
+    them (sleeping per chunk would drift late), then silence until cancelled."""
+    chunk = audio.REALTIME_FORMAT.bytes_for_ms(CHUNK_MS)
+    data = pcm + bytes(audio.REALTIME_FORMAT.bytes_for_ms(TRAILING_SILENCE_MS))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for n in itertools.count():
+        offset = n * chunk
+        if offset >= len(pcm):
+            sent.set()
+        piece = data[offset : offset + chunk] if offset < len(data) else bytes(chunk)
+        requests.put_nowait(pb.ConverseRequest(audio=pb.AudioChunk(data=piece)))
+        await asyncio.sleep(max(0.0, began + (n + 1) * CHUNK_MS / 1000 - loop.time()))
+
+
+async def _answer(
+    call: Any, requests: asyncio.Queue[pb.ConverseRequest | None], heard: _Heard
+) -> None:
+    """Read the NPC's answer to its end, answering each action with ok and reading on."""
+    pending = 1  # responses still to read: one, and one more after each action answered
+    while pending:
+        message = await _read(call)
+        kind = message.WhichOneof("kind")
+        if kind == "action_request":
+            request = message.action_request
+            heard.actions.append((request.name, orjson.loads(request.arguments_json or "{}")))
+            answer = pb.ActionResult(call_id=request.call_id, ok=True, result_json='"done"')
+            requests.put_nowait(pb.ConverseRequest(action_result=answer))
+            pending += 1
+        elif kind == "response_done":
+            if message.response_done.transcript:
+                heard.said.append(message.response_done.transcript)
+            pending -= 1
+        else:
+            _note(message, heard)
+
+
+async def _read(call: Any) -> Any:
+    message = await call.read()
+    if message is grpc.aio.EOF:
+        raise RuntimeError("the stream ended mid-step")
+    return message
+
+
+def _note(message: Any, heard: _Heard) -> None:
+    """Keep the player's words, only for utterances that began in this step."""
+    kind = message.WhichOneof("kind")
+    if kind == "speech_started":
+        heard.player.setdefault(message.speech_started.utterance_id, None)
+    elif kind == "player_transcript" and message.player_transcript.is_final:
+        transcript = message.player_transcript
+        if transcript.utterance_id in heard.player:
+            heard.player[transcript.utterance_id] = transcript.text
+
+
+def check(step: Step, reply: str, actions: Actions, heard: str = "") -> list[tuple[str, str]]:
+    """The failed expectations of ``step`` for what the NPC said and did, and for what the
+    player was ``heard`` saying."""
+    expect: Expect = step.expect
+    failures = _text_failures(expect.heard, heard, f"heard {heard!r}") if expect.heard else []
+    failures.extend(_text_failures(expect, reply, f"{reply!r}"))
     if expect.action is not None:
         called = [args for name, args in actions if name == expect.action]
         wanted = expect.action_arguments
@@ -177,6 +268,32 @@ def check(
     if expect.no_action and actions:
         names = ", ".join(name for name, _ in actions)
         failures.append((expect.where["no_action"], f"expected no action; got {names}"))
+    return failures
+
+
+def _text_failures(expect: Expect, said: str, quoted: str) -> list[tuple[str, str]]:
+    failures: list[tuple[str, str]] = []
+    lowered = said.lower()
+    for text in expect.contains:
+        if text.lower() not in lowered:
+            failures.append((expect.where["contains"], f"expected {text!r} in {quoted}"))
+    for text in expect.not_contains:
+        if text.lower() in lowered:
+            failures.append((expect.where["not_contains"], f"{text!r} must not be said: {quoted}"))
+    if expect.matches is not None and not expect.matches.search(said):
+        failures.append(
+            (expect.where["matches"], f"{quoted} does not match {expect.matches.pattern!r}")
+        )
+    if expect.similar_to is not None:
+        score = similarity(said, expect.similar_to)
+        if score < expect.similar_min:
+            failures.append(
+                (
+                    expect.where["similar"],
+                    f"{quoted} is {score:.2f} similar to {expect.similar_to!r}, "
+                    f"wanted {expect.similar_min:.2f}",
+                )
+            )
     return failures
 
 

@@ -15,25 +15,48 @@ A test file (``characters/tests/*.yaml``) holds conversations with one character
               similar: {to: "That costs forty gold.", min: 0.5}   # meaning (MiniLM)
               action: {name: sell_item, arguments: {item: iron sword}}
               no_action: true
+          - wav: for_sale.wav                 # a spoken line: a WAV beside this file
+            expect:
+              heard: {contains: [for sale]}   # what the player was heard saying
+              contains: [iron sword]
 
-Every key is checked; a mistake names its file, line and field like persona errors do.
+Every key is checked; a mistake names its file, line and field like persona errors do. A
+``wav`` is read and converted here, when the file is loaded, so a missing or unusable recording
+is a mistake in the test file (exit 2), not a failure halfway through a run.
 """
 
 from __future__ import annotations
 
 import re
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from npcd import audio
 from npcd.personas.yamlsource import FieldPath, YamlDocument, YamlSourceError, read_yaml
 
-__all__ = ["Case", "Expect", "SpecError", "Step", "Suite", "load_suite", "test_files"]
+__all__ = [
+    "Case",
+    "Expect",
+    "Recording",
+    "SpecError",
+    "Step",
+    "Suite",
+    "load_suite",
+    "test_files",
+]
 
 _SUITE_KEYS = {"character", "tests"}
 _CASE_KEYS = {"name", "context", "player", "steps"}
-_STEP_KEYS = {"say", "trigger", "params", "expect"}
-_EXPECT_KEYS = {"contains", "not_contains", "matches", "similar", "action", "no_action"}
+_STEP_KEYS = {"say", "trigger", "wav", "params", "expect"}
+#: Expectations on text, which also apply to what the player was heard saying (``heard``).
+_TEXT_KEYS = {"contains", "not_contains", "matches", "similar"}
+_EXPECT_KEYS = {*_TEXT_KEYS, "action", "no_action", "heard"}
+
+#: A spoken line is one utterance; these keep a stray file from stalling a run or filling RAM.
+MAX_WAV_BYTES: Final = 20 * 1024 * 1024
+MAX_WAV_SECONDS: Final = 60
 
 
 class SpecError(Exception):
@@ -55,8 +78,23 @@ class Expect:
     action: str | None = None
     action_arguments: dict[str, Any] = field(default_factory=dict)
     no_action: bool = False
+    #: Text expectations on what the player was heard saying (a ``wav`` step only).
+    heard: Expect | None = None
     #: ``file:line`` of each expectation, by name, for failure messages.
     where: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """A ``wav`` step's speech, already in npcd's native format (PCM16 mono 24 kHz): every
+    conversation declares that one input format, so typed and spoken steps mix freely."""
+
+    path: Path
+    pcm: bytes
+
+    @property
+    def seconds(self) -> float:
+        return audio.REALTIME_FORMAT.duration_ms(len(self.pcm)) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +104,7 @@ class Step:
     trigger: str | None
     params: dict[str, str]
     expect: Expect
+    wav: Recording | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +163,11 @@ class _Reader:
         return f"{self.file}:{origin.line if origin else 1}"
 
     def error(self, path: FieldPath, expected: str) -> SpecError:
+        return self.fail(path, f"expected {expected}")
+
+    def fail(self, path: FieldPath, message: str) -> SpecError:
         name = ".".join(str(p) for p in path) or "(file)"
-        return SpecError(self.where(path), f"{name}: expected {expected}")
+        return SpecError(self.where(path), f"{name}: {message}")
 
     def mapping(
         self,
@@ -176,19 +218,63 @@ class _Reader:
 
     def step(self, path: FieldPath, value: object) -> Step:
         data = self.mapping(path, value, _STEP_KEYS)
-        say, trigger = data.get("say"), data.get("trigger")
-        if (say is None) == (trigger is None):
-            raise self.error(path, "either `say` or `trigger`")
+        say, trigger, wav = data.get("say"), data.get("trigger"), data.get("wav")
+        if sum(kind is not None for kind in (say, trigger, wav)) != 1:
+            raise self.error(path, "one of `say`, `trigger` or `wav`")
+        expect = self.expect((*path, "expect"), data.get("expect", {}))
+        if expect.heard is not None and wav is None:
+            raise self.error((*path, "expect", "heard"), "a `wav` step (only speech is heard)")
         return Step(
             where=self.where(path),
             say=self.text((*path, "say"), say) if say is not None else None,
             trigger=self.text((*path, "trigger"), trigger) if trigger is not None else None,
             params=self.strings((*path, "params"), data.get("params")),
-            expect=self.expect((*path, "expect"), data.get("expect", {})),
+            expect=expect,
+            wav=self.recording((*path, "wav"), wav) if wav is not None else None,
         )
 
-    def expect(self, path: FieldPath, value: object) -> Expect:
-        data = self.mapping(path, value, _EXPECT_KEYS)
+    def recording(self, path: FieldPath, value: object) -> Recording:
+        """Read and convert the WAV now: a bad one is a mistake in the test file, not a run's."""
+        name = Path(self.text(path, value))
+        if name.is_absolute():  # it would only work on the machine that wrote the test
+            raise self.error(path, "a path relative to the test file's folder")
+        file = self.file.parent / name
+        if not file.is_file():
+            raise self.fail(path, f"no such file: {file}")
+        if file.stat().st_size > MAX_WAV_BYTES:
+            raise self.fail(path, f"{file} is over {MAX_WAV_BYTES // 2**20} MB")
+        try:
+            with wave.open(str(file), "rb") as reader:
+                fmt = self.wav_format(path, file, reader)
+                pcm = reader.readframes(reader.getnframes())
+        except (wave.Error, EOFError) as exc:
+            raise self.fail(
+                path, f"{file} is not a 16-bit PCM WAV file ({exc or 'cut short'})"
+            ) from None
+        except OSError as exc:
+            raise self.fail(path, f"cannot read {file}: {exc.strerror or exc}") from None
+        pcm = pcm[: len(pcm) - len(pcm) % fmt.frame_bytes]
+        seconds = fmt.duration_ms(len(pcm)) / 1000
+        if seconds > MAX_WAV_SECONDS:
+            raise self.fail(path, f"{file} lasts {seconds:.0f} s; at most {MAX_WAV_SECONDS} s")
+        if seconds < 0.1:  # too short for the VAD to hear a turn in it
+            raise self.fail(path, f"{file} holds less than 100 ms of audio")
+        converter = audio.InputConverter(fmt)
+        return Recording(file, converter.convert(pcm) + converter.flush())
+
+    def wav_format(self, path: FieldPath, file: Path, reader: wave.Wave_read) -> audio.AudioFormat:
+        if reader.getsampwidth() != 2:
+            bits = 8 * reader.getsampwidth()
+            raise self.fail(path, f"{file} is {bits}-bit; use 16-bit PCM")
+        try:
+            return audio.AudioFormat(
+                audio.Encoding.PCM16, reader.getframerate(), reader.getnchannels()
+            )
+        except audio.AudioError as exc:
+            raise self.fail(path, f"{file}: {exc}") from None
+
+    def expect(self, path: FieldPath, value: object, keys: set[str] = _EXPECT_KEYS) -> Expect:
+        data = self.mapping(path, value, keys)
         where = {key: self.where((*path, key)) for key in data}
         matches = None
         if "matches" in data:
@@ -216,6 +302,9 @@ class _Reader:
         no_action = data.get("no_action", False)
         if not isinstance(no_action, bool):
             raise self.error((*path, "no_action"), "true or false")
+        heard = None
+        if "heard" in data:
+            heard = self.expect((*path, "heard"), data["heard"], _TEXT_KEYS)
         return Expect(
             contains=self.texts((*path, "contains"), data.get("contains", [])),
             not_contains=self.texts((*path, "not_contains"), data.get("not_contains", [])),
@@ -225,5 +314,6 @@ class _Reader:
             action=action,
             action_arguments=arguments,
             no_action=no_action,
+            heard=heard,
             where=where,
         )
