@@ -12,7 +12,7 @@ PB2    := $(patsubst proto/%.proto,%_pb2.py,$(PROTOS))
 
 ARGS ?=
 
-.PHONY: all run test lint types unit fmt proto bench soak clean distclean
+.PHONY: all run test lint types unit fmt proto bench soak clean distclean system
 
 all: $(STAMP) proto
 
@@ -37,8 +37,16 @@ npcd/v1/%_pb2.py: proto/npcd/v1/%.proto $(STAMP)
 run: all
 	$(BIN)/npcd serve --characters characters $(ARGS)
 
+# Debian packages the tests use: nginx, the proxy in front of `npcd serve --workers`.
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+system:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  echo "installing nginx-light (the scale-out tests' proxy)"; \
+	  $(SUDO) apt-get install -y -q nginx-light >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q nginx-light >/dev/null; }; }
+
 # The whole suite: lint, types, then every test (what CI runs).
-test: all lint types
+test: all system lint types
 	$(BIN)/python -m pytest $(ARGS)
 
 unit: all

@@ -120,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
         "per-NPC limits (env NPCD_DAILY_BUDGET; default no limit)",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(env_default("WORKERS", "1")),
+        metavar="N",
+        help="run N npcd processes behind nginx, each NPC always on the same one (games send "
+        "x-npc-id metadata; README, Scale-out; env NPCD_WORKERS; default 1)",
+    )
+    serve.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="connect each NPC's backend session when it is first talked to, not at start-up",
+    )
+    serve.add_argument("--worker-name", default=None, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--capacity",
+        type=int,
+        default=int(env_default("CAPACITY", "50")),
+        metavar="N",
+        help="conversations one process is sized for: npcd_load is in-progress over N "
+        "(env NPCD_CAPACITY; default 50)",
+    )
+    serve.add_argument(
         "--log-level",
         default=env_default("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -289,6 +311,8 @@ def _serve(args: argparse.Namespace) -> int:
     from npcd.server.app import serve_forever
 
     setup_logging(args.log_level)
+    if args.workers > 1:
+        return _serve_workers(args)
     settings = Settings(
         listen=parse_listen(args.listen),
         characters=args.characters,
@@ -305,12 +329,47 @@ def _serve(args: argparse.Namespace) -> int:
         metrics=_metrics_address(args.metrics),
         prices=args.prices,
         daily_budget_usd=args.daily_budget,
+        prewarm=not args.no_prewarm,
+        capacity=args.capacity,
+        **({"worker_name": args.worker_name} if args.worker_name else {}),
     )
     try:
         eventloop.run(serve_forever(settings), args.loop)
     except StartupError as exc:
         logging.getLogger("npcd").error("%s", exc.message)
         return 2
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """The supervisor: workers get this command's settings as flags (the daily budget split
+    between them: each keeps its own total)."""
+    from npcd.server.workers import serve_workers
+
+    listen = parse_listen(args.listen)
+    metrics = _metrics_address(args.metrics)
+    Settings(listen=listen, metrics=metrics, allow_remote=args.allow_remote).check()
+    argv = [sys.executable, "-m", "npcd", "serve", "--characters", str(args.characters)]
+    for flag, value in (
+        ("--backend", args.backend),
+        ("--model", args.model),
+        ("--dialect", args.dialect),
+        ("--azure-endpoint", args.azure_endpoint),
+        ("--max-sessions", args.max_sessions or None),
+        ("--idle-close", args.idle_close or None),
+        ("--data-dir", args.data_dir),
+        ("--prices", args.prices),
+        ("--daily-budget", args.daily_budget / args.workers if args.daily_budget else None),
+        ("--log-level", args.log_level),
+        ("--loop", args.loop),
+        ("--capacity", args.capacity),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--no-memory"] if args.no_memory else []
+    eventloop.run(
+        serve_workers(listen, argv, args.workers, Settings().shutdown_grace, metrics), args.loop
+    )
     return 0
 
 

@@ -113,6 +113,13 @@ class Settings:
     prices: Path | None = None
     #: Most all NPCs together may cost per UTC day, in USD (None: no daemon-wide limit).
     daily_budget_usd: float | None = None
+    #: Conversations that make a load of 1 (`npcd_load`): what this machine was measured to
+    #: carry in real time (README, Benchmarks).
+    capacity: int = 50
+    #: Connect every NPC at start-up (see `PoolOptions.prewarm`).
+    prewarm: bool = True
+    #: Sent to games as ``x-npcd-worker`` metadata: which process served them.
+    worker_name: str = field(default_factory=lambda: f"npcd-{os.getpid()}")
 
     def check(self) -> None:
         """Refuse settings that are unsafe or cannot work, with a message saying why."""

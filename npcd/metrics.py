@@ -173,11 +173,21 @@ class Metrics:
 
     # -- pool state -----------------------------------------------------------------------------
 
-    def watch_pool(self, pool: SessionPool, loop: asyncio.AbstractEventLoop) -> None:
-        """Report the pool's live state at every scrape."""
+    def watch_pool(
+        self,
+        pool: SessionPool,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        capacity: int = 50,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Report the pool's live state at every scrape; ``capacity`` is how many conversations
+        make a load of 1 (what an orchestrator scales on)."""
         if self._pool_collector is not None:
             self.registry.unregister(self._pool_collector)
-        self._pool_collector = _PoolCollector(lambda: _snapshot_on(loop, pool))
+        self._pool_collector = _PoolCollector(
+            lambda: _snapshot_on(loop, pool), capacity=capacity, draining=draining
+        )
         self.registry.register(self._pool_collector)
 
 
@@ -247,8 +257,16 @@ def _snapshot_on(loop: asyncio.AbstractEventLoop, pool: SessionPool) -> list[Npc
 
 
 class _PoolCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Iterable[NpcSnapshot]]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Iterable[NpcSnapshot]],
+        *,
+        capacity: int,
+        draining: Callable[[], bool],
+    ) -> None:
         self._snapshot = snapshot
+        self._capacity = max(1, capacity)
+        self._draining = draining
 
     def describe(self) -> Iterable[Metric]:
         return []  # do not take a snapshot at registration
@@ -286,6 +304,18 @@ class _PoolCollector(Collector):
             reconnects.add_metric([npc.character], npc.reconnects)
             rotations.add_metric([npc.character], npc.rotations)
         yield from (active, connects, reconnects, rotations)
+        busy = sum(1 for npc in npcs if npc.in_conversation)
+        yield GaugeMetricFamily(
+            "npcd_load",
+            "Conversations in progress over the capacity this process is set for (--capacity): "
+            "1 is full; scale out above it",
+            value=busy / self._capacity,
+        )
+        yield GaugeMetricFamily(
+            "npcd_draining",
+            "1 while draining (SIGUSR1): no new conversations, those in progress go on",
+            value=1 if self._draining() else 0,
+        )
 
 
 @dataclass(slots=True)

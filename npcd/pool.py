@@ -36,6 +36,9 @@ class PoolOptions:
     max_open: int = 0
     #: Suspend an NPC nobody has talked to for this many seconds (0: never).
     idle_close_s: float = 0.0
+    #: Connect every NPC at start-up (False: each connects when first talked to, as a worker
+    #: behind a proxy does, since which NPCs the proxy sends it is not known in advance).
+    prewarm: bool = True
 
 
 class SessionPool:
@@ -49,6 +52,10 @@ class SessionPool:
         self._sweeper: asyncio.Task[None] | None = None
         self._connects = asyncio.Semaphore(options.connect_concurrency)
         self.reachability = Reachability()
+        #: Conversations in progress, and set while there are none (drain waits on it).
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         for persona_id, loaded in catalog.personas.items():
             self._add(persona_id, loaded)
 
@@ -66,7 +73,7 @@ class SessionPool:
     async def start(self) -> None:
         """Start connecting every slot, up to `PoolOptions.max_open` (returns at once)."""
         for slot in self.slots.values():
-            if self._room():
+            if self.options.prewarm and self._room():
                 slot.start()
             else:
                 await slot.suspend()
@@ -110,6 +117,10 @@ class SessionPool:
                         _LOGGER.info("npc %s idle for %.0f s: session closed", persona_id, limit)
                         await slot.suspend()
 
+    async def wait_idle(self) -> None:
+        """Until no conversation is in progress."""
+        await self._idle.wait()
+
     def busy(self, persona_id: str) -> bool:
         lock = self._locks.get(persona_id)
         return lock is not None and lock.locked()
@@ -134,6 +145,8 @@ class SessionPool:
             await lock.acquire()
         finally:
             self._waiting -= 1
+        self.active += 1
+        self._idle.clear()
         try:
             if not slot.open:
                 await self._make_room()
@@ -143,6 +156,9 @@ class SessionPool:
             slot.listener = SlotListener()
             slot.last_used = time.monotonic()
             lock.release()
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
 
     async def reload(self, catalog: Catalog) -> None:
         """Apply a new catalogue: changed personas reconfigure, new ones connect, gone ones close.
@@ -154,7 +170,7 @@ class SessionPool:
             slot = self.slots.get(persona_id)
             if slot is None:
                 added = self._add(persona_id, loaded)
-                if self._room():
+                if self.options.prewarm and self._room():
                     added.start()
                 else:
                     await added.suspend()

@@ -28,6 +28,7 @@ import grpc
 from npcd.config import Settings, parse_listen
 from npcd.playback import Playback
 from npcd.server.app import serving, wait_for_npcs
+from npcd.server.service import NPC_HEADER
 from npcd.v1 import npcd_pb2 as pb
 from npcd.v1 import npcd_pb2_grpc as pb_grpc
 
@@ -61,7 +62,8 @@ class _Session:
     def __init__(self, stub: pb_grpc.NpcServiceStub, start: pb.Start, out: TextIO) -> None:
         self.requests: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
         self.requests.put_nowait(pb.ConverseRequest(start=start))
-        self.call = stub.Converse(self._feed())
+        # The NPC id as metadata too: a proxy in front of several npcd routes on it.
+        self.call = stub.Converse(self._feed(), metadata=((NPC_HEADER, start.character_id),))
         self.out = out
         self.turns = 0
         #: The NPC's audio of the turn being read, for `--out`, and its rate.

@@ -70,6 +70,7 @@ class RunningServer:
     governor: CostGovernor | None = None
     #: The offline backend NPCs go on with when their budget is spent (paid backends only).
     fallback: OfflineFallback | None = None
+    service: NpcService | None = None
     #: The ``/metrics`` HTTP server (`Settings.metrics`), if on.
     metrics_endpoint: MetricsEndpoint | None = None
 
@@ -301,6 +302,7 @@ async def _start(
                 SlotOptions(backend, persona_model=local is not None),
                 max_open=settings.max_sessions,
                 idle_close_s=settings.idle_close_s,
+                prewarm=settings.prewarm,
             ),
         )
     options = [
@@ -317,19 +319,23 @@ async def _start(
     server = grpc.aio.server(options=options)
     holder: list[RunningServer] = []  # the servicer reads the catalogue a reload may replace
     metrics = Metrics(backend=_backend_kind(settings.backend))
-    if pool is not None:
-        metrics.watch_pool(pool, asyncio.get_running_loop())
-    add_to_server(
-        NpcService(
-            lambda: holder[0].catalog.personas if holder else catalog.personas,
-            pool,
-            memory=memory,
-            metrics=metrics,
-            governor=governor,
-            fallback=fallback.backend_for if fallback is not None else None,
-        ),
-        server,
+    service = NpcService(
+        lambda: holder[0].catalog.personas if holder else catalog.personas,
+        pool,
+        memory=memory,
+        metrics=metrics,
+        governor=governor,
+        fallback=fallback.backend_for if fallback is not None else None,
+        worker=settings.worker_name,
     )
+    add_to_server(service, server)
+    if pool is not None:
+        metrics.watch_pool(
+            pool,
+            asyncio.get_running_loop(),
+            capacity=settings.capacity,
+            draining=lambda: service.draining,
+        )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -380,6 +386,7 @@ async def _start(
         metrics_endpoint=endpoint,
         governor=governor,
         fallback=fallback,
+        service=service,
     )
     holder.append(running)
     if settings.reload_interval_s > 0:
@@ -406,7 +413,9 @@ async def follow_health(health_servicer: health.aio.HealthServicer, pool: Sessio
     await pool.wait_ready()
     while True:
         await pool.reachability.changed()
-        up = not pool.reachability.down and any(slot.ready for slot in pool.slots.values())
+        up = not pool.reachability.down and (
+            not pool.options.prewarm or any(slot.ready for slot in pool.slots.values())
+        )
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if up
@@ -427,6 +436,9 @@ async def wait_for_npcs(running: RunningServer) -> int:
     many are ready."""
     if running.pool is None:
         return len(running.catalog.personas)
+    if not running.pool.options.prewarm:
+        await running.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        return 0  # each NPC connects when first talked to
     ready = await running.pool.wait_ready()
     status = (
         health_pb2.HealthCheckResponse.SERVING
@@ -435,6 +447,20 @@ async def wait_for_npcs(running: RunningServer) -> int:
     )
     await running.health.set(SERVICE_NAME, status)
     return ready
+
+
+async def drain(running: RunningServer) -> None:
+    """Take no new conversations (health NOT_SERVING, `Converse` UNAVAILABLE) and return
+    once those in progress have ended, however long they take: what an orchestrator does
+    before it retires a game server (SIGUSR1; README, Scale-out)."""
+    if running.service is not None:
+        running.service.draining = True
+    await running.health.enter_graceful_shutdown()
+    pool = running.pool
+    if pool is not None:
+        _LOGGER.info("draining: %d conversations in progress, no new ones", pool.active)
+        await pool.wait_idle()
+    _LOGGER.info("drained: no conversation in progress")
 
 
 async def stop_server(running: RunningServer, grace: float) -> None:
@@ -500,7 +526,9 @@ async def serve_forever(settings: Settings) -> None:
         done, _ = await asyncio.wait(
             [waiter, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
         )
-        if waiter in done:
+        if waiter in done and not settings.prewarm:
+            _LOGGER.info("NPC sessions connect when first talked to (no pre-warming): ready")
+        elif waiter in done:
             ready = waiter.result()
             total = len(catalog.personas)
             _LOGGER.info(
@@ -509,11 +537,20 @@ async def serve_forever(settings: Settings) -> None:
                 total,
                 time.perf_counter() - started,
             )
-        await stop.wait()
+        draining = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, draining.set)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            [stopped, asyncio.create_task(draining.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if not stop.is_set():
+            drained = asyncio.create_task(drain(running))
+            await asyncio.wait([stopped, drained], return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
         waiter.cancel()
         _LOGGER.info("shutting down (grace %.0f s)", settings.shutdown_grace)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         await stop_server(running, settings.shutdown_grace)
     _LOGGER.info("stopped")

@@ -46,6 +46,10 @@ FIRST_MESSAGE_TIMEOUT = 10.0
 #: backend is known to be down (then it fails at once) or `Start.backend_wait_ms` says.
 READY_TIMEOUT = 10.0
 MAX_BACKEND_WAIT_MS = 120_000
+#: Metadata a game sends on `Converse` so a proxy can keep each NPC on one npcd process.
+NPC_HEADER = "x-npc-id"
+#: Metadata npcd answers with: the name of the process serving the stream.
+WORKER_HEADER = "x-npcd-worker"
 
 _M = TypeVar("_M", covariant=True)
 _R = TypeVar("_R")
@@ -132,7 +136,11 @@ class NpcService(pb_grpc.NpcServiceServicer):
         metrics: Metrics | None = None,
         governor: CostGovernor | None = None,
         fallback: Callable[[str], Awaitable[Backend]] | None = None,
+        worker: str = "npcd",
     ):
+        self._worker = worker
+        #: Set by a drain: conversations in progress go on, new ones are refused.
+        self.draining = False
         self._governor = governor
         self._fallback = fallback
         self._personas = personas
@@ -291,9 +299,18 @@ class NpcService(pb_grpc.NpcServiceServicer):
     ) -> AsyncIterator[pb.ConverseResponse]:
         pool = self._pool
         errors = self.metrics.errors
+        await context.send_initial_metadata(((WORKER_HEADER, self._worker),))
         if pool is None:
             errors.labels("call", "UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "npcd runs without a backend")
+            return
+        if self.draining:
+            errors.labels("call", "UNAVAILABLE").inc()
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"npcd ({self._worker}) is draining: it finishes its conversations and takes no "
+                "new ones; try another instance",
+            )
             return
         try:
             async with asyncio.timeout(self._first_message_timeout):
@@ -312,6 +329,7 @@ class NpcService(pb_grpc.NpcServiceServicer):
             return
         try:
             start = _check_start(first)
+            _check_routing(context, start)
             self._refuse_if_spent(start)
             async with pool.lease(
                 start.character_id, wait=start.busy_policy == pb.BUSY_POLICY_WAIT
@@ -416,6 +434,19 @@ class NpcService(pb_grpc.NpcServiceServicer):
 
 
 _ERROR_NAMES = {value: name.removeprefix("ERROR_CODE_") for name, value in pb.ErrorCode.items()}
+
+
+def _check_routing(context: grpc.aio.ServicerContext, start: pb.Start) -> None:
+    """A proxy routes a stream by its ``x-npc-id`` metadata (README, Scale-out): one that
+    names another NPC than the stream's `Start` would send this NPC's talk to a process that
+    is not its own, so it is refused."""
+    for key, value in context.invocation_metadata() or ():
+        if key == NPC_HEADER and value != start.character_id:
+            shown = value if isinstance(value, str) else repr(value)
+            raise InvalidRequest(
+                f"metadata {NPC_HEADER} {shown[:80]!r} is not start.character_id "
+                f"{start.character_id!r}: a proxy routes the stream by it, so they must match"
+            )
 
 
 def _check_start(first: pb.ConverseRequest) -> pb.Start:

@@ -1,0 +1,198 @@
+"""Scale-out: `npcd serve --workers 2` behind a real nginx (Debian's), every NPC reachable and
+always served by the same worker; the NPC id in metadata must match the stream's; a drain
+finishes the conversations in progress and refuses new ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from npcd.server.app import RunningServer, drain
+from npcd.server.service import SERVICE_NAME
+from npcd.v1 import npcd_pb2 as pb
+from npcd.v1 import npcd_pb2_grpc as pb_grpc
+from tests.conftest import SAMPLES
+from tests.integration.test_converse import TIMEOUT, Game, daemon, start, warm_engines
+
+__all__ = ["daemon", "warm_engines"]
+
+START_TIMEOUT = 120.0
+CLONES = 8  # with the 4 samples, 12 NPCs: all on one of 2 workers would be 1 in 2048
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def many_characters(tmp_path: Path) -> Path:
+    folder = tmp_path / "characters"
+    folder.mkdir()
+    for path in SAMPLES.glob("*.yaml"):
+        shutil.copy(path, folder / path.name)
+    text = (SAMPLES / "blacksmith.yaml").read_text()
+    for n in range(CLONES):
+        clone = re.sub(r"(?m)^id: blacksmith\b", f"id: smith_{n}", text)
+        (folder / f"smith_{n}.yaml").write_text(clone)
+    return folder
+
+
+class Supervisor:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.log: list[str] = []
+        self._found: dict[str, asyncio.Event] = {}
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        while line := (await self.process.stderr.readline()).decode():
+            self.log.append(line)
+            for text, event in self._found.items():
+                if text in line:
+                    event.set()
+
+    async def wait_for(self, text: str, within: float = TIMEOUT) -> None:
+        if any(text in line for line in self.log):
+            return
+        event = self._found.setdefault(text, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), within)
+        except TimeoutError:
+            raise AssertionError(
+                f"no {text!r} in npcd's log: {''.join(self.log)[-3000:]}"
+            ) from None
+
+
+def nginx_installed() -> None:
+    if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
+        raise AssertionError("nginx is not installed: `make` installs it (nginx-light)")
+
+
+@pytest.fixture
+async def workers(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, str]]:
+    nginx_installed()
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "npcd",
+        "serve",
+        "--workers",
+        "2",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--characters",
+        str(many_characters(tmp_path)),
+        "--data-dir",
+        str(tmp_path / "data"),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NPCD_LOG_LEVEL": "INFO"},
+    )
+    supervisor = Supervisor(process)
+    try:
+        await supervisor.wait_for("workers behind nginx", START_TIMEOUT)
+        yield supervisor, f"127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def converse(channel: grpc.aio.Channel, npc: str, line: str = "hello") -> tuple[str, str]:
+    """One conversation through the proxy: (the worker that served it, the NPC's answer)."""
+    requests: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
+    requests.put_nowait(pb.ConverseRequest(start=start(npc)))
+
+    async def feed() -> AsyncIterator[pb.ConverseRequest]:
+        while (request := await requests.get()) is not None:
+            yield request
+
+    call = pb_grpc.NpcServiceStub(channel).Converse(feed(), metadata=(("x-npc-id", npc),))
+    async with asyncio.timeout(TIMEOUT):
+        metadata = dict(await call.initial_metadata())
+        while (message := await call.read()).WhichOneof("kind") != "ready":
+            pass
+        requests.put_nowait(pb.ConverseRequest(text=pb.TextMessage(text=line)))
+        while (message := await call.read()).WhichOneof("kind") != "response_done":
+            assert message is not grpc.aio.EOF
+        requests.put_nowait(None)
+        while await call.read() is not grpc.aio.EOF:
+            pass
+    return str(metadata["x-npcd-worker"]), message.response_done.transcript
+
+
+@pytest.mark.timeout(300)  # two daemons load their speech models
+async def test_behind_nginx_every_npc_answers_and_always_from_the_same_worker(
+    workers: tuple[Supervisor, str],
+) -> None:
+    supervisor, target = workers
+    npcs = ["blacksmith", "gate_guard", "herbalist", "innkeeper"]
+    npcs += [f"smith_{n}" for n in range(CLONES)]
+    served: dict[str, set[str]] = {}
+    async with grpc.aio.insecure_channel(target) as channel:
+        for round_ in range(2):
+            answers = await asyncio.gather(*(converse(channel, npc) for npc in npcs))
+            for npc, (worker, transcript) in zip(npcs, answers, strict=True):
+                assert transcript, f"{npc} answered nothing in round {round_}"
+                served.setdefault(npc, set()).add(worker)
+    assert all(len(workers_) == 1 for workers_ in served.values()), served
+    assert {w for ws in served.values() for w in ws} == {"w0", "w1"}, "both workers get NPCs"
+
+
+async def test_metadata_naming_another_npc_is_refused(daemon: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(daemon.address.grpc_target) as channel:
+        requests = [pb.ConverseRequest(start=start("blacksmith"))]
+        call = pb_grpc.NpcServiceStub(channel).Converse(
+            iter(requests), metadata=(("x-npc-id", "herbalist"),)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in call:
+                pass
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "x-npc-id" in (caught.value.details() or "")
+
+
+async def test_a_drain_lets_the_conversation_finish_and_refuses_new_ones(
+    daemon: RunningServer,
+) -> None:
+    async with grpc.aio.insecure_channel(daemon.address.grpc_target) as channel:
+        game = Game(channel, start("blacksmith"))
+        await game.until("ready")
+        draining = asyncio.create_task(drain(daemon))
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        )
+        async with asyncio.timeout(TIMEOUT):  # as a load balancer watches it
+            async for status in watch:
+                if status.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+        watch.cancel()
+        newcomer = Game(channel, start("herbalist"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await newcomer.until("ready")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "draining" in (caught.value.details() or "")
+
+        game.send(text=pb.TextMessage(text="what do you sell?"))
+        done = await game.until("response_done")
+        assert done.status == pb.RESPONSE_STATUS_COMPLETED, "the conversation in progress goes on"
+        assert not draining.done(), "a drain waits for the conversation to end"
+        game.end()
+        await asyncio.wait_for(draining, TIMEOUT)
