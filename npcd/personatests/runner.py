@@ -109,6 +109,8 @@ async def _run_case(running: RunningServer, suite: Suite, case: Case) -> CaseRes
         input_format=_INPUT,
         output_modalities=[pb.MODALITY_TEXT],
         capabilities=pb.Capabilities(transcripts=True, actions=True, vad_events=True),
+        # Cases run one after another: the NPC may still be closing the last one's stream.
+        busy_policy=pb.BUSY_POLICY_WAIT,
     )
     requests.put_nowait(pb.ConverseRequest(start=start))
 

@@ -122,6 +122,9 @@ async def say(daemon: Daemon, player: str, slot: str, line: str) -> pb.ResponseD
         game.send(text=pb.TextMessage(text=line))
         done: pb.ResponseDone = await game.until("response_done")
         game.end()
+        async with asyncio.timeout(START_TIMEOUT):  # the NPC is free once its stream has ended
+            while await game.call.read() is not grpc.aio.EOF:
+                pass
         return done
 
 
