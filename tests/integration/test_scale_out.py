@@ -53,26 +53,28 @@ class Supervisor:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.log: list[str] = []
-        self._found: dict[str, asyncio.Event] = {}
+        self._line = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
         assert self.process.stderr is not None
         while line := (await self.process.stderr.readline()).decode():
             self.log.append(line)
-            for text, event in self._found.items():
-                if text in line:
-                    event.set()
+            self._line.set()
+            self._line = asyncio.Event()
 
-    async def wait_for(self, text: str, within: float = TIMEOUT) -> None:
-        if any(text in line for line in self.log):
-            return
-        event = self._found.setdefault(text, asyncio.Event())
+    def count(self, *texts: str) -> int:
+        return sum(all(text in line for text in texts) for line in self.log)
+
+    async def wait_for(self, *texts: str, times: int = 1, within: float = TIMEOUT) -> None:
+        """Until ``times`` log lines hold every one of ``texts``."""
         try:
-            await asyncio.wait_for(event.wait(), within)
+            async with asyncio.timeout(within):
+                while self.count(*texts) < times:
+                    await self._line.wait()
         except TimeoutError:
             raise AssertionError(
-                f"no {text!r} in npcd's log: {''.join(self.log)[-3000:]}"
+                f"no {texts!r} in npcd's log: {''.join(self.log)[-3000:]}"
             ) from None
 
 
@@ -103,7 +105,7 @@ async def workers(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, str]]:
     )
     supervisor = Supervisor(process)
     try:
-        await supervisor.wait_for("workers behind nginx", START_TIMEOUT)
+        await supervisor.wait_for("workers behind nginx", within=START_TIMEOUT)
         yield supervisor, f"127.0.0.1:{port}"
     finally:
         if process.returncode is None:
@@ -196,3 +198,36 @@ async def test_a_drain_lets_the_conversation_finish_and_refuses_new_ones(
         assert not draining.done(), "a drain waits for the conversation to end"
         game.end()
         await asyncio.wait_for(draining, TIMEOUT)
+
+
+def worker_pid(supervisor: Supervisor, name: str) -> int:
+    """The pid of the supervisor's child running worker ``name``."""
+    pid = supervisor.process.pid
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            for child in children.read().split():
+                with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                    argv = cmdline.read().split(b"\0")
+                if (
+                    b"--worker-name" in argv
+                    and argv[argv.index(b"--worker-name") + 1] == name.encode()
+                ):
+                    return int(child)
+    raise AssertionError(f"no worker {name} under the supervisor")
+
+
+@pytest.mark.timeout(300)
+async def test_a_worker_that_dies_is_restarted_and_its_npcs_answer_again(
+    workers: tuple[Supervisor, str],
+) -> None:
+    supervisor, target = workers
+    async with grpc.aio.insecure_channel(target) as channel:
+        worker, _ = await converse(channel, "blacksmith")
+        started = supervisor.count(f"[{worker}]", " listening on ")
+        os.kill(worker_pid(supervisor, worker), signal.SIGKILL)
+        await supervisor.wait_for(f"worker {worker} exited")
+        await supervisor.wait_for(
+            f"[{worker}]", " listening on ", times=started + 1, within=START_TIMEOUT
+        )
+        again, transcript = await converse(channel, "blacksmith")
+    assert again == worker and transcript, "the NPC is back on its own worker"
