@@ -311,6 +311,8 @@ def _serve(args: argparse.Namespace) -> int:
     from npcd.server.app import serve_forever
 
     setup_logging(args.log_level)
+    if args.workers > 1 and args.worker_name:
+        raise StartupError("a worker (--worker-name) never runs workers of its own")
     if args.workers > 1:
         return _serve_workers(args)
     settings = Settings(
@@ -331,7 +333,8 @@ def _serve(args: argparse.Namespace) -> int:
         daily_budget_usd=args.daily_budget,
         prewarm=not args.no_prewarm,
         capacity=args.capacity,
-        **({"worker_name": args.worker_name} if args.worker_name else {}),
+        # A worker behind the proxy: every stream must say which NPC it is for.
+        **({"worker_name": args.worker_name, "routed": True} if args.worker_name else {}),
     )
     try:
         eventloop.run(serve_forever(settings), args.loop)
@@ -367,10 +370,10 @@ def _serve_workers(args: argparse.Namespace) -> int:
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--no-memory"] if args.no_memory else []
-    eventloop.run(
+    argv += ["--allow-remote"] if args.allow_remote else []
+    return eventloop.run(
         serve_workers(listen, argv, args.workers, Settings().shutdown_grace, metrics), args.loop
     )
-    return 0
 
 
 def _usd(text: str) -> float:

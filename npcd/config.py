@@ -118,6 +118,8 @@ class Settings:
     capacity: int = 50
     #: Connect every NPC at start-up (see `PoolOptions.prewarm`).
     prewarm: bool = True
+    #: Behind the proxy of `--workers`: a stream without exactly one ``x-npc-id`` is refused.
+    routed: bool = False
     #: Sent to games as ``x-npcd-worker`` metadata: which process served them.
     worker_name: str = field(default_factory=lambda: f"npcd-{os.getpid()}")
 

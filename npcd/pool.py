@@ -52,10 +52,9 @@ class SessionPool:
         self._sweeper: asyncio.Task[None] | None = None
         self._connects = asyncio.Semaphore(options.connect_concurrency)
         self.reachability = Reachability()
-        #: Conversations in progress, and set while there are none (drain waits on it).
+        #: Conversations in progress (a drain waits for none, and none waiting for an NPC).
         self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._changed = asyncio.Event()
         for persona_id, loaded in catalog.personas.items():
             self._add(persona_id, loaded)
 
@@ -117,9 +116,24 @@ class SessionPool:
                         _LOGGER.info("npc %s idle for %.0f s: session closed", persona_id, limit)
                         await slot.suspend()
 
+    def _note(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    @property
+    def waiting(self) -> int:
+        """Conversations waiting for a busy NPC."""
+        return self._waiting
+
+    async def changed(self) -> None:
+        """Until a conversation starts waiting, gets its NPC, or ends."""
+        await self._changed.wait()
+
     async def wait_idle(self) -> None:
-        """Until no conversation is in progress."""
-        await self._idle.wait()
+        """Until no conversation is in progress or waiting for a busy NPC (one handed the NPC
+        as another ends counts as waiting until it has it)."""
+        while self.active or self._waiting:
+            await self._changed.wait()
 
     def busy(self, persona_id: str) -> bool:
         lock = self._locks.get(persona_id)
@@ -141,12 +155,13 @@ class SessionPool:
         if lock.locked() and self._waiting >= self.options.max_waiting:
             raise Overloaded("too many conversations are waiting for busy NPCs")
         self._waiting += 1
+        self._note()
         try:
             await lock.acquire()
         finally:
             self._waiting -= 1
+            self._note()
         self.active += 1
-        self._idle.clear()
         try:
             if not slot.open:
                 await self._make_room()
@@ -157,8 +172,7 @@ class SessionPool:
             slot.last_used = time.monotonic()
             lock.release()
             self.active -= 1
-            if not self.active:
-                self._idle.set()
+            self._note()
 
     async def reload(self, catalog: Catalog) -> None:
         """Apply a new catalogue: changed personas reconfigure, new ones connect, gone ones close.

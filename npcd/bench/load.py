@@ -3,8 +3,9 @@
 Each stream sends a 20 ms frame every 20 ms on an absolute schedule (a random phase per stream,
 so streams do not fire in lockstep) and times every frame's trip through `npcd.bench.frames`.
 Paths: ``direct`` speaks the Realtime protocol straight to the backend over a WebSocket; ``grpc``
-speaks npcd's Converse contract to npcd, the bare relay or the Pipecat peer. Prints one JSON
-summary line. Run: python -m npcd.bench.load PATH TARGET STREAMS SECONDS [FRAME_MS]
+speaks npcd's Converse contract to npcd, its workers behind nginx, the bare relay or the Pipecat
+peer, with the ``x-npc-id`` metadata a game sends, and counts which process served each stream.
+Prints one JSON summary line. Run: python -m npcd.bench.load PATH TARGET STREAMS SECONDS [FRAME_MS]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import random
 import resource
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +29,12 @@ from npcd.bench.stats import describe
 Send = Callable[[bytes], Awaitable[None]]
 #: How long a stream waits for its last frames after it stopped sending.
 DRAIN_S = 3.0
+#: gRPC streams per HTTP/2 connection: under nginx's default http2_max_concurrent_streams
+#: (128), past which further streams would wait for a free one instead of starting.
+STREAMS_PER_CONNECTION = 100
+#: The routing metadata (`npcd.server.service`), kept literal: the generator stays light.
+NPC_HEADER = "x-npc-id"
+WORKER_HEADER = "x-npcd-worker"
 
 
 class _Stream:
@@ -101,17 +109,22 @@ async def _direct(url: str, stream: _Stream, gate: _StartGate) -> None:
             reader.cancel()
 
 
-async def _grpc(channel: Any, character: str, stream: _Stream, gate: _StartGate) -> None:
+async def _grpc(
+    channel: Any, character: str, stream: _Stream, gate: _StartGate, served: Counter[str]
+) -> None:
     import grpc
 
     from npcd.v1 import npcd_pb2 as pb
     from npcd.v1 import npcd_pb2_grpc as pb_grpc
 
-    call = pb_grpc.NpcServiceStub(channel).Converse()
+    # As a game does (README, Scale-out): a proxy in front of workers routes by it.
+    call = pb_grpc.NpcServiceStub(channel).Converse(metadata=((NPC_HEADER, character),))
     await call.write(pb.ConverseRequest(start=pb.Start(character_id=character)))
     first = await call.read()
     if first is grpc.aio.EOF or not first.HasField("ready"):
         raise RuntimeError(f"no Ready for {character}: {first}")
+    worker = dict(await call.initial_metadata()).get(WORKER_HEADER)
+    served[str(worker) if worker is not None else "-"] += 1
 
     async def send(frame: bytes) -> None:
         await call.write(pb.ConverseRequest(audio=pb.AudioChunk(data=frame)))
@@ -140,14 +153,24 @@ async def generate(
     runs = [_Stream(frames, frame_ms) for _ in range(streams)]
     per_second = round(1000 / frame_ms)
     gate = _StartGate(streams)
+    served: Counter[str] = Counter()
     if path == "direct":
         await asyncio.gather(*(_direct(target, run, gate) for run in runs))
     else:
         import grpc
 
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with contextlib.AsyncExitStack() as stack:
+            # Own connections (not a subchannel shared between channels to one target).
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            channels = [
+                await stack.enter_async_context(grpc.aio.insecure_channel(target, options))
+                for _ in range(-(-streams // STREAMS_PER_CONNECTION))
+            ]
             await asyncio.gather(
-                *(_grpc(channel, f"npc_{n:03d}", run, gate) for n, run in enumerate(runs))
+                *(
+                    _grpc(channels[n % len(channels)], f"npc_{n:03d}", run, gate, served)
+                    for n, run in enumerate(runs)
+                )
             )
     timings = [t for run in runs for t in run.timings]
     window = (
@@ -174,6 +197,8 @@ async def generate(
         "delivered_per_s": sum(1 for t in timings if window[0] <= t.received_ns / 1e9 <= window[1])
         / (window[1] - window[0]),
         "generator_rss_mib": usage.ru_maxrss / 1024,
+        # Streams per serving process (its x-npcd-worker metadata): how a proxy spread them.
+        "served_by": dict(sorted(served.items())),
     }
 
 

@@ -1,13 +1,15 @@
 """What npcd adds to every audio frame, side by side with a direct path, a bare relay and Pipecat.
 
 Processes, each on its own: the echo backend (`npcd.bench.echo`), the npcd daemon (`npcd serve
---backend ws://...`), the bare relay (`npcd.bench.bare`), the Pipecat peer when its venv exists
-(`bench/pipecat/`), and one load generator per measurement (`npcd.bench.load`). For every level
-of concurrent conversations each path gets the same traffic, in rotating order, `reps` times;
-the table shows the median over the repeats of each run's p50/p99/max. Then the capacity probe
-raises the load on npcd until a level fails the rule (p99 added latency over the direct path
-under 20 ms, every frame delivered, and no backlog building up: the last second's median within
-20 ms of the first second's).
+--backend ws://...`), `npcd serve --workers 2` (a supervisor, two npcd workers and nginx in
+front, measured as the whole process tree) when nginx is installed, the bare relay
+(`npcd.bench.bare`), the Pipecat peer when its venv exists (`bench/pipecat/`), and one load
+generator per measurement (`npcd.bench.load`). For every level of concurrent conversations each
+path gets the same traffic, in rotating order, `reps` times; the table shows the median over the
+repeats of each run's p50/p99/max. Then the capacity probe raises the load on npcd and on the
+workers until a level fails the rule (p99 added latency over the direct path under 20 ms, every
+frame delivered, and no backlog building up: the last second's median within 20 ms of the first
+second's).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,8 +34,17 @@ from typing import Any
 import orjson
 
 from npcd.bench.frames import FRAME_MS
-from npcd.bench.startup import SESSIONS_READY, Daemon, wait_listening
-from npcd.bench.stats import cpu_seconds, machine_cpu_seconds, median, rss_mib
+from npcd.bench.startup import SESSIONS_READY, WORKERS_LISTENING, Daemon, wait_listening
+from npcd.bench.stats import (
+    command,
+    cpu_seconds,
+    machine_cpu_seconds,
+    median,
+    process_tree,
+    rss_mib,
+    tree_cpu_seconds,
+    tree_rss_mib,
+)
 from npcd.eventloop import loop_name
 
 PY = sys.executable
@@ -47,8 +59,11 @@ class _Server:
     name: str
     process: subprocess.Popen[str]
     target: str
-    #: npcd only: seconds from launch to every NPC session ready.
+    #: npcd: seconds from launch to every NPC session ready; workers: to accepting streams
+    #: (their sessions connect on each NPC's first conversation, see `_warm_up`).
     ready_s: float = 0.0
+    #: A process tree (the workers' supervisor): its CPU and memory are the whole tree's.
+    tree: bool = False
 
 
 @dataclass
@@ -65,6 +80,9 @@ class Plan:
     pipecat: bool = True
     #: Pipecat collapses near 100 streams; above this it is not run (it would only queue).
     pipecat_max: int = 100
+    #: `npcd serve --workers N` behind nginx, measured beside the single process (0: not run;
+    #: skipped, with the reason printed, where nginx is not installed).
+    workers: int = 2
     #: How long each measurement waits for other processes to go quiet first. A check that the
     #: benchmark works (tests, --quick) needs no quiet machine, and must not wait for one.
     quiet_s: float = 60.0
@@ -114,8 +132,34 @@ def _wait_line(stream: Any, pattern: str, timeout: float = 60.0) -> re.Match[str
     return match
 
 
+def nginx_missing() -> str | None:
+    """Why the workers path cannot run here, if it cannot (the supervisor's own lookup)."""
+    if shutil.which("nginx") or any(
+        os.path.exists(p) for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+    ):
+        return None
+    return "nginx is not installed (`make system` installs nginx-light)"
+
+
 @contextlib.contextmanager
-def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
+def _reaped(daemon: Daemon) -> Iterator[Daemon]:
+    """A supervisor stopped, then whatever of its tree outlived it killed (one that hangs is
+    SIGKILLed by `Daemon.stop`, which would orphan its workers and nginx)."""
+    try:
+        yield daemon
+    finally:
+        try:
+            members = process_tree(daemon.process.pid)[1:]
+        except OSError:
+            members = []
+        daemon.stop()
+        for pid in members:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _servers(plan: Plan, personas: int, progress: Any = print) -> Iterator[dict[str, _Server]]:
     work = Path(tempfile.mkdtemp(prefix="npcd-bench-"))
     (work / "characters").mkdir()
     _write_personas(work / "characters", personas)
@@ -143,6 +187,25 @@ def _servers(plan: Plan, personas: int) -> Iterator[dict[str, _Server]]:
             daemon.wait_for(SESSIONS_READY, 120)
             ready_s = time.perf_counter() - daemon.launched
             servers["npcd"] = _Server("npcd", daemon.process, target, ready_s)
+
+            if plan.workers and (why := nginx_missing()):
+                progress(f"workers: not run: {why}")
+            elif plan.workers:
+                listen = f"127.0.0.1:{_free_port()}"
+                serve[serve.index("127.0.0.1:0")] = listen
+                supervisor = stack.enter_context(
+                    _reaped(
+                        Daemon(
+                            [*serve, "--backend", f"ws://127.0.0.1:{port}/v1"]
+                            + ["--workers", str(plan.workers)],
+                            command=plan.daemon,
+                        )
+                    )
+                )
+                target, ready_s = wait_listening(supervisor, 180, WORKERS_LISTENING)
+                servers["workers"] = _Server(
+                    "workers", supervisor.process, target, ready_s, tree=True
+                )
 
             bare = subprocess.Popen(
                 [PY, "-m", "npcd.bench.bare", "--backend", backend],
@@ -196,10 +259,16 @@ def _wait_quiet(patience_s: float, limit_percent: float = 10.0) -> None:
 
 class _CpuSampler:
     """CPU seconds of some processes, sampled every 50 ms on a thread, so that a measurement's
-    CPU% covers only its steady state (every stream sending), not connecting and draining."""
+    CPU% covers only its steady state (every stream sending), not connecting and draining.
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    A name in ``trees`` is a whole process tree, read afresh each sample (a worker that died is
+    restarted); besides its total, each member's share is kept as ``NAME/ROLE``: nginx (master
+    and worker), a worker by its ``--worker-name``, the supervisor."""
+
+    def __init__(self, pids: dict[str, int], trees: frozenset[str] = frozenset()) -> None:
         self._pids = pids
+        self._trees = trees
+        self._roles: dict[int, str] = {}
         self._samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -219,15 +288,46 @@ class _CpuSampler:
             sample = {"machine": machine_cpu_seconds()}
             for name, pid in self._pids.items():
                 try:
-                    sample[name] = cpu_seconds(pid)
+                    if name in self._trees:
+                        sample.update(self._tree(name, pid))
+                    else:
+                        sample[name] = cpu_seconds(pid)
                 except OSError:  # it has exited (and been reaped): nothing more
                     sample[name] = last.get(name, 0.0)
             self._samples.append((now, sample))
             if self._stop.wait(0.05):
                 return
 
+    def _tree(self, name: str, root: int) -> dict[str, float]:
+        used = tree_cpu_seconds(root)
+        sample = {name: sum(used.values())}
+        for pid, seconds in used.items():
+            role = f"{name}/{self._role(pid, root)}"
+            sample[role] = sample.get(role, 0.0) + seconds
+        return sample
+
+    def _role(self, pid: int, root: int) -> str:
+        if pid not in self._roles:
+            try:
+                comm, argv = command(pid)
+            except OSError:
+                return "gone"
+            if pid == root:
+                role = "supervisor"
+            elif "--worker-name" in argv[:-1]:
+                role = argv[argv.index("--worker-name") + 1]
+            else:
+                role = comm
+            self._roles[pid] = role
+        return self._roles[pid]
+
+    def shares(self, name: str, start: float, end: float) -> dict[str, float]:
+        """The CPU% of each role in tree ``name`` (see the class)."""
+        roles = {key for _, c in self._samples for key in c if key.startswith(f"{name}/")}
+        return {key.split("/", 1)[1]: self.percent(key, start, end) for key in sorted(roles)}
+
     def percent(self, name: str, start: float, end: float) -> float:
-        inside = [(t, c[name]) for t, c in self._samples if start <= t <= end]
+        inside = [(t, c.get(name, 0.0)) for t, c in self._samples if start <= t <= end]
         if len(inside) < 2:
             return 0.0
         (t0, c0), (t1, c1) = inside[0], inside[-1]
@@ -237,6 +337,7 @@ class _CpuSampler:
 def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan) -> dict[str, Any]:
     mode = "direct" if path == "direct" else "grpc"
     watched = {"echo": echo.process.pid}
+    trees = frozenset({"relay"} if server.tree else ())
     if path != "direct":
         watched["relay"] = server.process.pid
     _wait_quiet(plan.quiet_s)
@@ -248,7 +349,7 @@ def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan
         text=True,
         env=_rig_env(plan),
     )
-    with _CpuSampler({**watched, "generator": generator.pid}) as sampler:
+    with _CpuSampler({**watched, "generator": generator.pid}, trees) as sampler:
         try:
             stdout, stderr = generator.communicate(timeout=plan.seconds * 10 + 120)
         except subprocess.TimeoutExpired:
@@ -265,9 +366,38 @@ def _measure(path: str, server: _Server, echo: _Server, streams: int, plan: Plan
         ours += share
     # Anything else busy on the machine meanwhile: a run with much of it is not to be trusted.
     result["foreign_cpu_percent"] = max(0.0, sampler.percent("machine", start, end) - ours)
-    if path != "direct":
+    if server.tree:
+        # Its parts (relay_cpu_percent is their sum), so named apart from the totals above.
+        result["relay_cpu_split"] = sampler.shares("relay", start, end)
+        result["relay_rss_mib"] = tree_rss_mib(server.process.pid)
+    elif path != "direct":
         result["relay_rss_mib"] = rss_mib(server.process.pid)
     return result
+
+
+def _warm_up(path: str, server: _Server, personas: int, plan: Plan) -> float:
+    """One short, unmeasured conversation with every NPC; returns how long it took, in s.
+
+    Workers run with --no-prewarm: an NPC's first conversation connects its backend session,
+    which no measurement should include. npcd (sessions connected at start-up) gets the same,
+    so both paths start measuring from the same state."""
+    began = time.perf_counter()
+    for _ in range(3):  # sessions still connecting after the generator's drain: once more
+        generator = subprocess.run(
+            [PY, "-m", "npcd.bench.load", "grpc", server.target, str(personas), "0.2"]
+            + [str(plan.frame_ms)],
+            capture_output=True,
+            text=True,
+            env=_rig_env(plan),
+            timeout=300,
+            check=False,
+        )
+        if generator.returncode != 0:
+            raise RuntimeError(f"warm-up of {path} failed:\n{generator.stderr[-3000:]}")
+        summary = orjson.loads(generator.stdout.strip().splitlines()[-1])
+        if summary["received"] >= summary["sent"]:
+            return time.perf_counter() - began
+    raise RuntimeError(f"warm-up of {path}: {summary['sent'] - summary['received']} frames lost")
 
 
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -318,6 +448,7 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
             "frame_ms": plan.frame_ms,
             "personas": personas,
             "loop": loop_name(plan.loop),
+            "workers": plan.workers,
         },
         "levels": {},
         "capacity": {"probes": {}},
@@ -326,9 +457,24 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
         f"event loop of npcd, the bare relay, the echo backend and the generator: "
         f"{result['plan']['loop']}"
     )
-    with _servers(plan, personas) as servers:
+    with _servers(plan, personas, progress) as servers:
         result["npcd_ready_s"] = servers["npcd"].ready_s
-        paths = ["direct", "bare", "npcd"] + (["pipecat"] if "pipecat" in servers else [])
+        probed: list[str] = [p for p in ("npcd", "workers") if p in servers]
+        for path in probed:
+            result[f"{path}_warm_up_s"] = _warm_up(path, servers[path], personas, plan)
+        progress(
+            f"npcd: every NPC session ready {result['npcd_ready_s']:.2f} s after launch; "
+            f"first conversation with each of the {personas} NPCs (not measured) "
+            f"{result['npcd_warm_up_s']:.2f} s"
+        )
+        if "workers" in servers:
+            result["workers_ready_s"] = servers["workers"].ready_s
+            progress(
+                f"workers: {plan.workers} behind nginx accepting {result['workers_ready_s']:.2f} s "
+                f"after launch; first conversation with each NPC, which connects its session "
+                f"(not measured), {result['workers_warm_up_s']:.2f} s"
+            )
+        paths = ["direct", "bare", *probed, *(["pipecat"] if "pipecat" in servers else [])]
         for streams in plan.levels:
             runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
             for rep in range(plan.reps):
@@ -341,28 +487,66 @@ def run(plan: Plan, progress: Any = print) -> dict[str, Any]:
             row = {p: _aggregate(r) for p, r in runs.items() if r}
             result["levels"][str(streams)] = row
             progress(format_level(streams, row, plan.frame_ms))
-        capacity = 0
-        for streams in plan.capacity:
-            verdicts = []
-            for _ in range(plan.capacity_reps):
-                direct = _measure("direct", servers["echo"], servers["echo"], streams, plan)
-                through = _measure("npcd", servers["npcd"], servers["echo"], streams, plan)
+        result["capacity"].update(_probe_capacity(plan, servers, probed, progress))
+    return result
+
+
+def _verdict_keys(path: str) -> tuple[str, str]:
+    """Where a probe records a path's verdict: npcd's as "passed"/"why", the others prefixed."""
+    prefix = "" if path == "npcd" else f"{path}_"
+    return f"{prefix}passed", f"{prefix}why"
+
+
+def _probe_capacity(
+    plan: Plan, servers: dict[str, _Server], probed: list[str], progress: Any
+) -> dict[str, Any]:
+    """Raise the load on each of ``probed`` until it fails the rule; each run of a level is one
+    direct measurement and, judged against it, every path still passing (in rotating order)."""
+    found: dict[str, Any] = {"probes": {}}
+    capacity = dict.fromkeys(probed, 0)
+    alive = list(probed)
+    for streams in plan.capacity:
+        if not alive:
+            break
+        probe: dict[str, Any] = {"runs": []}
+        failed: set[str] = set()
+        for rep in range(plan.capacity_reps):
+            going = [p for p in alive if p not in failed]
+            if not going:
+                break
+            going = going[rep % len(going) :] + going[: rep % len(going)]
+            direct = _measure("direct", servers["echo"], servers["echo"], streams, plan)
+            verdict: dict[str, Any] = {"direct": direct}
+            for path in going:
+                through = _measure(path, servers[path], servers["echo"], streams, plan)
                 ok, why = passes_capacity(through, direct)
-                verdicts.append({"passed": ok, "why": why, "direct": direct, "npcd": through})
+                passed_key, why_key = _verdict_keys(path)
+                verdict.update({path: through, passed_key: ok, why_key: why})
+                if not ok:
+                    failed.add(path)
+                split = through.get("relay_cpu_split", {})
+                nginx = f" (nginx {split['nginx']:.0f}%)" if "nginx" in split else ""
                 progress(
-                    f"capacity probe {streams:4d} streams: {'pass' if ok else 'FAIL'} ({why}); "
-                    f"npcd CPU {through['relay_cpu_percent']:.0f}%, "
+                    f"capacity probe {streams:4d} streams, {path}: {'pass' if ok else 'FAIL'} "
+                    f"({why}); {path} CPU {through['relay_cpu_percent']:.0f}%{nginx}, "
                     f"machine {_machine_percent(through):.0f}% of {os.cpu_count()} cores"
                 )
-                if not ok:
-                    break
-            passed = all(v["passed"] for v in verdicts)
-            result["capacity"]["probes"][str(streams)] = {"passed": passed, "runs": verdicts}
-            if not passed:
-                break
-            capacity = streams
-        result["capacity"]["streams"] = capacity
-    return result
+            probe["runs"].append(verdict)
+        for path in alive:
+            probe[_verdict_keys(path)[0]] = path not in failed
+            if path not in failed:
+                capacity[path] = streams
+        found["probes"][str(streams)] = probe
+        alive = [p for p in alive if p not in failed]
+    found["streams"] = capacity.get("npcd", 0)
+    if "workers" in capacity:
+        found["workers_streams"] = capacity["workers"]
+    if plan.capacity:
+        progress(
+            "capacity (conversations passing the rule): "
+            + ", ".join(f"{p} {n}" for p, n in capacity.items())
+        )
+    return found
 
 
 def cpu_us_per_frame(data: dict[str, Any]) -> float:
@@ -402,12 +586,30 @@ def format_level(streams: int, row: dict[str, Any], frame_ms: int = FRAME_MS) ->
         if saturated(data, streams, frame_ms):
             usage += "  behind real time"
         lines.append(f"  {path:8s} |" + " |".join(cells) + f" | {usage}")
-    npcd, direct = row["npcd"], row["direct"]
-    added = []
-    for leg, label in (("up", "game->backend"), ("down", "backend->game"), ("rtt", "round trip")):
-        p50, p99 = (npcd[leg][q] - direct[leg][q] for q in ("p50", "p99"))
-        added.append(f"{label} {p50:+.2f} / {p99:+.2f}")
-    lines.append("  npcd adds (p50 / p99): " + ", ".join(added))
+    direct = row["direct"]
+    for path in ("npcd", "workers"):
+        if path not in row:
+            continue
+        added = []
+        for leg, label in (
+            ("up", "game->backend"),
+            ("down", "backend->game"),
+            ("rtt", "round trip"),
+        ):
+            p50, p99 = (row[path][leg][q] - direct[leg][q] for q in ("p50", "p99"))
+            added.append(f"{label} {p50:+.2f} / {p99:+.2f}")
+        lines.append(f"  {path} adds (p50 / p99): " + ", ".join(added))
+    npcd = row["npcd"]
+    if "workers" in row:
+        workers = row["workers"]
+        hop = (workers["rtt"][q] - npcd["rtt"][q] for q in ("p50", "p99"))
+        split = ", ".join(f"{role} {pct:.0f}%" for role, pct in workers["relay_cpu_split"].items())
+        spread = ", ".join(f"{w} {n:.0f}" for w, n in workers.get("served_by", {}).items())
+        lines.append(
+            "  workers over npcd, round trip p50 / p99: {:+.2f} / {:+.2f}; ".format(*hop)
+            + f"workers CPU {workers['relay_cpu_percent']:.0f}% = {split}; streams per worker "
+            f"{spread}"
+        )
     ratios = [f"npcd/direct {npcd['rtt']['p50'] / max(direct['rtt']['p50'], 1e-9):.1f}x"]
     for peer in ("bare", "pipecat"):
         if peer not in row or saturated(npcd, streams, frame_ms):
@@ -417,5 +619,9 @@ def format_level(streams: int, row: dict[str, Any], frame_ms: int = FRAME_MS) ->
         elif cpu_us_per_frame(row[peer]):
             ratio = cpu_us_per_frame(npcd) / cpu_us_per_frame(row[peer])
             ratios.append(f"npcd/{peer} CPU per frame {ratio:.2f}x")
+    if "workers" in row and not saturated(row["workers"], streams, frame_ms):
+        if cpu_us_per_frame(npcd) and not saturated(npcd, streams, frame_ms):
+            ratio = cpu_us_per_frame(row["workers"]) / cpu_us_per_frame(npcd)
+            ratios.append(f"workers/npcd CPU per frame {ratio:.2f}x")
     lines.append("  round trip p50 " + "; ".join(ratios))
     return "\n".join(lines)

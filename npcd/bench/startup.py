@@ -39,6 +39,8 @@ from npcd.v1 import npcd_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["NpcService"].full_name
 LISTENING = re.compile(r"listening on (\S+):(\d+): \d+ characters")
+#: `npcd serve --workers N`'s supervisor, once every worker listens and nginx accepts.
+WORKERS_LISTENING = re.compile(r"npcd listening on (\S+):(\d+): \d+ workers behind nginx")
 SESSIONS_READY = re.compile(r"(\d+) of (\d+) NPC sessions ready")
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
 
@@ -124,12 +126,15 @@ class Daemon:
         self.stop()
 
 
-def wait_listening(daemon: Daemon, timeout: float) -> tuple[str, float]:
+def wait_listening(
+    daemon: Daemon, timeout: float, pattern: re.Pattern[str] = LISTENING
+) -> tuple[str, float]:
     """The daemon's gRPC target and the launch -> accepts-a-connection time, in seconds.
 
     With ``--listen 127.0.0.1:0`` only the log says which port; it is printed just after the
-    server starts, so a connection is tried as soon as the line is read."""
-    found = daemon.wait_for(LISTENING, timeout)
+    server starts, so a connection is tried as soon as the line is read. ``pattern`` (host and
+    port groups) is `WORKERS_LISTENING` for a supervisor."""
+    found = daemon.wait_for(pattern, timeout)
     host, port = found.group(1), int(found.group(2))
     with socket.create_connection((host, port), timeout=timeout):
         accepted = time.perf_counter() - daemon.launched

@@ -1,11 +1,11 @@
 """`npcd bench`: run the benchmarks, print their tables, and keep the numbers as JSON.
 
 Three parts, each its own processes on loopback: ``relay`` (added latency per frame at several
-loads against a direct WebSocket, the bare relay and Pipecat, then the capacity probe),
-``voice`` (end of player speech to first NPC audio with the local backend, split into npcd's
-share and the backend's) and ``startup`` (launch to every NPC session ready, memory per idle
-session). Nothing else should run on the machine meanwhile: each run records the CPU used by
-other processes, and the tables are only as quiet as the machine was.
+loads against a direct WebSocket, the bare relay, Pipecat and `npcd serve --workers 2` behind
+nginx, then the capacity probe), ``voice`` (end of player speech to first NPC audio with the
+local backend, split into npcd's share and the backend's) and ``startup`` (launch to every NPC
+session ready, memory per idle session). Nothing else should run on the machine meanwhile: each
+run records the CPU used by other processes, and the tables are only as quiet as the machine was.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-pipecat", action="store_true", help="relay: skip the Pipecat peer")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="relay: also measure `npcd serve --workers N` behind nginx, levels and capacity "
+        "(default 2; 0: not run)",
+    )
+    parser.add_argument(
         "--loop",
         choices=LOOPS,
         default="auto",
@@ -73,6 +81,7 @@ def _relay(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         seconds=args.seconds or (1.0 if quick else 5.0),
         reps=args.reps or (1 if quick else 3),
         pipecat=not args.no_pipecat,
+        workers=args.workers,
         frame_ms=args.frame_ms,
         quiet_s=0.0 if quick else relay.Plan.quiet_s,
         loop=args.loop,

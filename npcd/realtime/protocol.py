@@ -418,37 +418,48 @@ class RealtimeSession:
         if not server_cancels:
             self.cancel_response()
         self._queued.clear()
-        spoken = [
+        messages = [
             item
             for item in (self.items.get(i) for i in response.message_ids)
-            if item is not None and item.role is Role.ASSISTANT and item.audio_bytes
+            if item is not None and item.role is Role.ASSISTANT
         ]
-        if not spoken:
+        received = sum(item.audio_ms for item in messages)
+        if not received:
             return Interruption(response.id, None, None, deleted=False)
         heard = played_ms if played_ms is not None else response.played_ms
-        received = sum(item.audio_ms for item in spoken)
         cut = received if heard is None else max(0, min(heard, received))
         if cut >= received and self._phase is ResponsePhase.IDLE:
-            return Interruption(response.id, spoken[-1].id, None, deleted=False)  # all heard
-        # The cursor is on the response's audio: items before it were heard in full, the one
-        # it falls in is cut there, the ones after it were never heard.
+            return Interruption(response.id, messages[-1].id, None, deleted=False)  # all heard
+        # The cursor is on the response's audio, its messages back to back: those before it
+        # were heard in full, the one it falls in is cut there, and those after it (spoken or
+        # not yet: a transcript can come before its audio) were never heard. The cut is kept
+        # here at once too, so a new session given the history before the server confirms it
+        # does not hear the unheard words.
         cut_item: str | None = None
+        last_spoken = max(i for i, item in enumerate(messages) if item.audio_bytes)
         start = 0
-        for item in spoken:
+        for index, item in enumerate(messages):
             end = start + item.audio_ms
-            if cut <= start:
+            if cut <= start and (item.audio_bytes or index > last_spoken or cut == 0):
                 self._send(ev.ConversationItemDelete(item_id=item.id), "conversation.item.delete")
-                cut_item = cut_item or item.id
-            elif cut < end or item is spoken[-1]:
+                self._forget_item(item.id)
+            elif item.audio_bytes and (cut < end or index == last_spoken):
                 self._send(
                     ev.ConversationItemTruncate(
                         item_id=item.id, content_index=0, audio_end_ms=cut - start
                     ),
                     "conversation.item.truncate",
                 )
+                item.truncated_ms = cut - start
                 cut_item = item.id
             start = end
         return Interruption(response.id, cut_item, cut, deleted=cut <= 0)
+
+    def _forget_item(self, item_id: str) -> None:
+        self._unconfirmed.pop(item_id, None)
+        self.items.pop(item_id, None)
+        if item_id in self.order:
+            self.order.remove(item_id)
 
     def history(self, max_items: int = 40) -> list[Item]:
         """Text items that recreate this conversation in a new session (rollover, reconnect).
@@ -536,10 +547,7 @@ class RealtimeSession:
             tracked.arguments = final.arguments
 
     def _on_item_deleted(self, event: ev.ConversationItemDeleted) -> None:
-        self._unconfirmed.pop(event.item_id, None)
-        self.items.pop(event.item_id, None)
-        if event.item_id in self.order:
-            self.order.remove(event.item_id)
+        self._forget_item(event.item_id)
 
     def _on_item_truncated(self, event: ev.ConversationItemTruncated) -> None:
         tracked = self.items.get(event.item_id)

@@ -327,6 +327,7 @@ async def _start(
         governor=governor,
         fallback=fallback.backend_for if fallback is not None else None,
         worker=settings.worker_name,
+        routed=settings.routed,
     )
     add_to_server(service, server)
     if pool is not None:
@@ -455,7 +456,9 @@ async def drain(running: RunningServer) -> None:
     before it retires a game server (SIGUSR1; README, Scale-out)."""
     if running.service is not None:
         running.service.draining = True
-    await running.health.enter_graceful_shutdown()
+    # The service only: "" (the process's liveness, for a Kubernetes probe) stays SERVING, so
+    # a long drain is not taken for a dead process and restarted.
+    await running.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     pool = running.pool
     if pool is not None:
         _LOGGER.info("draining: %d conversations in progress, no new ones", pool.active)
@@ -505,11 +508,18 @@ async def serving(
 
 async def serve_forever(settings: Settings) -> None:
     """The `npcd serve` command: run until SIGINT or SIGTERM."""
-    catalog = load_catalog(settings)
-    started = time.perf_counter()
-    running = await start_server(settings, catalog, with_backend=True)
     stop = asyncio.Event()
+    draining = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # At once: a drain asked for while npcd starts must not kill it (SIGUSR1's default).
+    loop.add_signal_handler(signal.SIGUSR1, draining.set)
+    started = time.perf_counter()
+    try:
+        catalog = load_catalog(settings)
+        running = await start_server(settings, catalog, with_backend=True)
+    except BaseException:
+        loop.remove_signal_handler(signal.SIGUSR1)
+        raise
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     _LOGGER.info(
@@ -537,8 +547,6 @@ async def serve_forever(settings: Settings) -> None:
                 total,
                 time.perf_counter() - started,
             )
-        draining = asyncio.Event()
-        loop.add_signal_handler(signal.SIGUSR1, draining.set)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait(
             [stopped, asyncio.create_task(draining.wait())], return_when=asyncio.FIRST_COMPLETED

@@ -238,7 +238,8 @@ class _Turn:
     sequence: int = 0
     out_samples: int = 0
     transcript: str = ""
-    #: The output item the transcript's last words came from.
+    #: The output items its words came from, in order, and the one the last words came from.
+    text_items: list[str] = field(default_factory=list)
     text_item: str | None = None
     interrupted: bool = False
     done: bool = False
@@ -1017,6 +1018,7 @@ class Conversation(SlotListener):
         delta = event.delta
         if event.item_id != turn.text_item:  # a response's next item (a preamble's answer)
             turn.text_item = event.item_id
+            turn.text_items.append(event.item_id)
             if turn.transcript and not turn.transcript[-1].isspace() and delta[:1] != " ":
                 delta = " " + delta
         turn.transcript += delta
@@ -1392,12 +1394,17 @@ class Conversation(SlotListener):
             self.finish(Overloaded(message))
 
     def _heard(self, turn: _Turn) -> str:
-        """What the player heard of ``turn``: all of it, or up to where it was cut (words in
-        proportion to the audio, as the NPC's own history is cut)."""
+        """What the player heard of ``turn``: all of it, or up to where it was cut, exactly as
+        the NPC's own history has it (each of its items cut where the cursor fell in it, the
+        ones after it gone); words in proportion to the audio if the session has moved on."""
         text = turn.transcript.strip()
         total = self._ms(turn.out_samples)
         if turn.cut_ms is None or not total or self.text_only:
             return text
+        items = self.slot.session.items
+        if turn.text_items and any(i in items for i in turn.text_items):
+            kept = (items[i].heard_text.strip() for i in turn.text_items if i in items)
+            return " ".join(words for words in kept if words)
         words = text.split()
         return " ".join(words[: round(len(words) * min(1.0, turn.cut_ms / total))])
 

@@ -137,8 +137,10 @@ class NpcService(pb_grpc.NpcServiceServicer):
         governor: CostGovernor | None = None,
         fallback: Callable[[str], Awaitable[Backend]] | None = None,
         worker: str = "npcd",
+        routed: bool = False,
     ):
         self._worker = worker
+        self._routed = routed
         #: Set by a drain: conversations in progress go on, new ones are refused.
         self.draining = False
         self._governor = governor
@@ -329,11 +331,16 @@ class NpcService(pb_grpc.NpcServiceServicer):
             return
         try:
             start = _check_start(first)
-            _check_routing(context, start)
+            _check_routing(context, start, required=self._routed)
             self._refuse_if_spent(start)
             async with pool.lease(
                 start.character_id, wait=start.busy_policy == pb.BUSY_POLICY_WAIT
             ) as slot:
+                if self.draining:  # it waited for the NPC, or for its Start, while drain began
+                    raise BackendUnavailable(
+                        f"npcd ({self._worker}) is draining: it takes no new conversations; "
+                        "try another instance"
+                    )
                 async for message in self._converse(slot, start, first, request_iterator):
                     yield message
         except NpcdError as exc:
@@ -436,12 +443,19 @@ class NpcService(pb_grpc.NpcServiceServicer):
 _ERROR_NAMES = {value: name.removeprefix("ERROR_CODE_") for name, value in pb.ErrorCode.items()}
 
 
-def _check_routing(context: grpc.aio.ServicerContext, start: pb.Start) -> None:
+def _check_routing(context: grpc.aio.ServicerContext, start: pb.Start, *, required: bool) -> None:
     """A proxy routes a stream by its ``x-npc-id`` metadata (README, Scale-out): one that
     names another NPC than the stream's `Start` would send this NPC's talk to a process that
-    is not its own, so it is refused."""
-    for key, value in context.invocation_metadata() or ():
-        if key == NPC_HEADER and value != start.character_id:
+    is not its own, and behind the proxy of ``--workers`` (``required``) a stream without it
+    would be spread over the workers, so the NPC could live on two at once."""
+    values = [v for k, v in context.invocation_metadata() or () if k == NPC_HEADER]
+    if required and len(values) != 1:
+        raise InvalidRequest(
+            f"metadata {NPC_HEADER}: one value, the character id, is required behind the proxy "
+            f"(got {len(values)})"
+        )
+    for value in values:
+        if value != start.character_id:
             shown = value if isinstance(value, str) else repr(value)
             raise InvalidRequest(
                 f"metadata {NPC_HEADER} {shown[:80]!r} is not start.character_id "

@@ -28,7 +28,7 @@ from tests.integration.test_converse import TIMEOUT, Game, daemon, start, warm_e
 __all__ = ["daemon", "warm_engines"]
 
 START_TIMEOUT = 120.0
-CLONES = 8  # with the 4 samples, 12 NPCs: all on one of 2 workers would be 1 in 2048
+CLONES = 16  # with the 4 samples, 20 NPCs: all on one of 2 workers would be 1 in 2**19
 
 
 def free_port() -> int:
@@ -115,6 +115,12 @@ async def workers(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, str]]:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+                raise AssertionError("the supervisor did not stop on SIGTERM") from None
+    folders = [line for line in supervisor.log if "listening on unix://" in line]
+    assert process.returncode == 0, "".join(supervisor.log)[-2000:]
+    for line in folders:  # the workers' private folder is gone with them
+        found = re.search(r"unix://(\S+)/w\d\.sock", line)
+        assert found is not None and not await asyncio.to_thread(os.path.exists, found[1])
 
 
 async def converse(channel: grpc.aio.Channel, npc: str, line: str = "hello") -> tuple[str, str]:
@@ -158,6 +164,21 @@ async def test_behind_nginx_every_npc_answers_and_always_from_the_same_worker(
     assert {w for ws in served.values() for w in ws} == {"w0", "w1"}, "both workers get NPCs"
 
 
+async def test_behind_the_proxy_a_stream_must_name_its_npc(
+    workers: tuple[Supervisor, str],
+) -> None:
+    _, target = workers
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.NpcServiceStub(channel).Converse(
+            iter([pb.ConverseRequest(start=start("blacksmith"))])
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in call:
+                pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-npc-id" in (caught.value.details() or "")
+
+
 async def test_metadata_naming_another_npc_is_refused(daemon: RunningServer) -> None:
     async with grpc.aio.insecure_channel(daemon.address.grpc_target) as channel:
         requests = [pb.ConverseRequest(start=start("blacksmith"))]
@@ -177,6 +198,13 @@ async def test_a_drain_lets_the_conversation_finish_and_refuses_new_ones(
     async with grpc.aio.insecure_channel(daemon.address.grpc_target) as channel:
         game = Game(channel, start("blacksmith"))
         await game.until("ready")
+        # Waits for the blacksmith since before the drain: it must not slip in after it.
+        waiter = Game(channel, start("blacksmith", busy_policy=pb.BUSY_POLICY_WAIT))
+        waiting = asyncio.create_task(waiter.until("ready"))
+        assert daemon.pool is not None
+        async with asyncio.timeout(TIMEOUT):
+            while daemon.pool.waiting == 0:
+                await daemon.pool.changed()
         draining = asyncio.create_task(drain(daemon))
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME)
@@ -197,7 +225,11 @@ async def test_a_drain_lets_the_conversation_finish_and_refuses_new_ones(
         assert done.status == pb.RESPONSE_STATUS_COMPLETED, "the conversation in progress goes on"
         assert not draining.done(), "a drain waits for the conversation to end"
         game.end()
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await waiting
+        assert late.value.code() == grpc.StatusCode.UNAVAILABLE
         await asyncio.wait_for(draining, TIMEOUT)
+        assert daemon.pool.active == 0
 
 
 def worker_pid(supervisor: Supervisor, name: str) -> int:

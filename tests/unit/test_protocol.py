@@ -276,6 +276,46 @@ def test_interrupt_at_the_end_of_the_preamble_keeps_it_whole(pair) -> None:
     assert [(f["type"], f["item_id"]) for f in frames] == [("conversation.item.delete", "item_ans")]
 
 
+def test_an_answer_whose_words_came_before_its_audio_is_deleted_unheard(pair) -> None:
+    session, server = pair
+    session.request_response()
+    sent(session)
+    server.response_created("resp_1")
+    server.assistant_item("resp_1", "item_pre")
+    server.audio("resp_1", "item_pre", 500, "Let me see.")
+    server.assistant_item("resp_1", "item_ans")
+    server.send(
+        ev.ResponseOutputAudioTranscriptDelta(
+            event_id=eid(),
+            response_id="resp_1",
+            item_id="item_ans",
+            output_index=1,
+            content_index=0,
+            delta="Iron sword, forty gold.",
+        )
+    )
+    session.interrupt(played_ms=500)
+    frames = sent(session)[1:]
+    assert [(f["type"], f["item_id"]) for f in frames] == [
+        ("conversation.item.truncate", "item_pre"),
+        ("conversation.item.delete", "item_ans"),
+    ]
+    # Before the server confirms: a new session would be given what was heard only.
+    replayed = " ".join(
+        part.text for item in session.history() for part in getattr(item, "content", ())
+    )
+    assert "Let me see." in replayed and "Iron sword" not in replayed
+
+
+def test_the_cut_is_in_the_history_before_the_server_confirms_it(pair) -> None:
+    session, server = pair
+    preamble_and_answer(session, server)
+    session.interrupt(played_ms=1500)  # the preamble, then half the answer: "one two"
+    sent(session)
+    replayed = [part.text for item in session.history() for part in getattr(item, "content", ())]
+    assert replayed == ["Let me see.", "one two"]
+
+
 def test_interrupt_with_nothing_playing_does_nothing(pair) -> None:
     session, _ = pair
     assert session.interrupt(played_ms=100) is None
