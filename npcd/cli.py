@@ -345,8 +345,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
-    """The supervisor: workers get this command's settings as flags (the daily budget split
-    between them: each keeps its own total)."""
+    """The supervisor: workers get this command's settings as flags (the daily budget whole:
+    each reads what the others spent from the shared spend file)."""
     from npcd.server.workers import serve_workers
 
     listen = parse_listen(args.listen)
@@ -362,7 +362,7 @@ def _serve_workers(args: argparse.Namespace) -> int:
         ("--idle-close", args.idle_close or None),
         ("--data-dir", args.data_dir),
         ("--prices", args.prices),
-        ("--daily-budget", args.daily_budget / args.workers if args.daily_budget else None),
+        ("--daily-budget", args.daily_budget),  # one total: each reads the others' spend
         ("--log-level", args.log_level),
         ("--loop", args.loop),
         ("--capacity", args.capacity),

@@ -8,6 +8,7 @@ never waits for them) and awaited at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,6 +22,9 @@ from npcd.realtime.values import Usage
 
 _LOGGER = logging.getLogger(__name__)
 
+#: How often the daily budget's total is read back from the shared spend file.
+SHARED_REFRESH_S = 5.0
+
 
 class CostGovernor:
     def __init__(self, prices: PriceTable, ledger: Ledger, store: SpendStore | None) -> None:
@@ -31,6 +35,9 @@ class CostGovernor:
         self._unpriced: set[str] = set()
         self._day = ledger.day
         self._charged = asyncio.Event()
+        self._shared: asyncio.Task[None] | None = None
+        if ledger.daemon_day_usd is not None and store is not None and store.available:
+            self._shared = asyncio.get_running_loop().create_task(self._follow_shared(store))
 
     @classmethod
     async def open(
@@ -104,7 +111,18 @@ class CostGovernor:
     def end_conversation(self, conversation: str) -> None:
         self.ledger.end_conversation(conversation)
 
+    async def _follow_shared(self, store: SpendStore) -> None:
+        """Keep the daily budget's total in step with the other processes writing the same
+        file (`--workers`), every `SHARED_REFRESH_S`."""
+        while True:
+            await asyncio.sleep(SHARED_REFRESH_S)
+            self.ledger.at_least_today(await store.day_total(self.ledger.day))
+
     async def close(self) -> None:
+        if self._shared is not None:
+            self._shared.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._shared
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         if self._store is not None:

@@ -114,6 +114,12 @@ class Ledger:
         """Forget a finished conversation's session total (its day spend stays)."""
         self._sessions.pop(conversation, None)
 
+    def at_least_today(self, usd: float) -> None:
+        """The daemon's spend today is at least ``usd`` (what every process sharing the spend
+        file has written: the workers behind one proxy share one daily budget)."""
+        self._roll()
+        self._daemon = max(self._daemon, usd)
+
     def forget_player(self, player: str) -> None:
         """Privacy: drop the per-player totals of ``player``; the NPCs' and the daemon's totals
         keep the spend, but that player's own day budget starts again."""

@@ -109,6 +109,10 @@ class SpendStore:
         totals (as spend by nobody in particular), so an NPC's day budget is not reset."""
         await self._soft(_forget_player, None, player)
 
+    async def day_total(self, day: str) -> float:
+        """All NPCs' spend on ``day``, by every npcd sharing the file (`--workers`)."""
+        return await self._soft(_day_total, 0.0, day)
+
     async def today(self, day: str) -> list[tuple[str, str | None, float]]:
         """The spend of ``day``: ``(character, player or None, usd)`` rows, to seed a `Ledger`."""
         return await self._soft(_rows, [], day)
@@ -231,6 +235,11 @@ def _forget_player(conn: sqlite3.Connection, player: str) -> None:
             (player,),
         )
         conn.execute("DELETE FROM spend WHERE player = ?", (player,))
+
+
+def _day_total(conn: sqlite3.Connection, day: str) -> float:
+    row = conn.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE day = ?", (day,)).fetchone()
+    return float(row[0])
 
 
 def _rows(conn: sqlite3.Connection, day: str) -> list[tuple[str, str | None, float]]:

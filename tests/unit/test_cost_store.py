@@ -163,3 +163,23 @@ async def test_a_file_that_breaks_later_turns_persistence_off(
     assert not store.available
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     assert await store.today(DAY) == []
+
+
+async def test_two_processes_sharing_the_file_share_one_daily_total(db: Path) -> None:
+    """`--workers`: each npcd writes its own spend; the daily budget counts everyone's."""
+    mine = await SpendStore.open(db, today=lambda: DAY)
+    theirs = await SpendStore.open(db, today=lambda: DAY)
+    try:
+        ledger = Ledger(daemon_day_usd=1.0, today=lambda: DAY)
+        ledger.charge("blacksmith", None, "c1", 0.25)
+        await mine.add(DAY, "blacksmith", None, 0.25)
+        await theirs.add(DAY, "herbalist", "ada", 0.5)
+        ledger.at_least_today(await mine.day_total(DAY))
+        assert ledger.daemon_today() == pytest.approx(0.75)
+        ledger.charge("blacksmith", None, "c1", 0.25)  # counted once, not again at refresh
+        await mine.add(DAY, "blacksmith", None, 0.25)
+        ledger.at_least_today(await mine.day_total(DAY))
+        assert ledger.daemon_today() == pytest.approx(1.0)
+    finally:
+        await mine.close()
+        await theirs.close()
