@@ -81,6 +81,10 @@ bench: all
 	$(BIN)/python bench/fault_recovery.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/npcd bench --out bench/results
+	# Voice to voice again with semantic_vad (the persona's own is server_vad), and with the
+	# clips' longest pause stretched to 700 ms: how often a turn is ended too early.
+	$(BIN)/python -m npcd.bench.voice --semantic auto --turns 9
+	$(BIN)/python -m npcd.bench.voice --semantic auto --turns 9 --stretch-pause 700
 
 clean:
 	rm -f npcd/v1/*_pb2*.py npcd/v1/*_pb2*.pyi

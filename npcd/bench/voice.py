@@ -18,6 +18,13 @@ and the reply vary by up to ~200 ms a turn here), so npcd's in-band split from
 `ResponseDone.latency` is reported too: from the VAD stop npcd sees to the first audio it
 sends, `npcd_us` inside npcd and `backend_us` waiting for the backend. One conversation per
 path for the whole run, as a player talking to an NPC; warm-up turns are left out.
+
+Turns go through the clips in turn (by default the three LibriVox fixtures). Each turn's final
+input transcript gives the word error rate against ``transcription.txt``, and a turn whose
+speech the backend declared stopped before the clip ended is a false turn end: the clips have
+natural pauses of 150-220 ms inside sentences, and ``--stretch-pause MS`` lengthens the longest
+one to MS to test a turn detector harder. ``--semantic EAGERNESS`` runs the persona with
+``semantic_vad`` instead of its own turn detection.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+import numpy as np
 import orjson
+import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -53,7 +62,9 @@ from npcd.v1 import npcd_pb2 as pb
 from npcd.v1 import npcd_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
-CLIP = REPO / "tests/fixtures/speech/sense_and_sensibility_01_austen_64kb-0880.wav"
+SPEECH = REPO / "tests/fixtures/speech"
+CLIPS = tuple(SPEECH / f"sense_and_sensibility_01_austen_64kb-0{n}.wav" for n in (870, 880, 890))
+CLIP = CLIPS[1]
 GAME = audio.AudioFormat(audio.Encoding.FLOAT32, 48000)
 GAME_PB = pb.AudioFormat(encoding=pb.AUDIO_ENCODING_FLOAT32, sample_rate_hz=48000)
 CHUNK_S = 0.020
@@ -70,7 +81,7 @@ BACKEND_LINE = re.compile(r"local Realtime backend on http://(\S+)/v1")
 
 @dataclass(frozen=True, slots=True)
 class _Event:
-    kind: str  # audio, done, error, closed
+    kind: str  # audio, done, error, closed, stopped (the backend's VAD), transcript (final)
     at: float
     response_id: str = ""
     status: str = ""
@@ -88,37 +99,42 @@ class _Path(Protocol):
         """Send speech chunk number ``speech``, or a chunk of silence."""
         ...
 
+    def use(self, speech: list[bytes]) -> None:
+        """Speak these 20 ms chunks from the next turn on."""
+        ...
+
 
 class _ThroughNpcd:
     """A game's Converse stream: 48 kHz float32 in and out, latency reports on."""
 
     name = "npcd"
 
-    def __init__(self, call: Any, speech: list[bytes]) -> None:
+    def __init__(self, call: Any) -> None:
         self.call = call
-        self.speech = [pb.ConverseRequest(audio=pb.AudioChunk(data=c)) for c in speech]
+        self.speech: list[pb.ConverseRequest] = []
         self.silence = pb.ConverseRequest(audio=pb.AudioChunk(data=bytes(CHUNK_BYTES)))
         self.sent = 0
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 
+    def use(self, speech: list[bytes]) -> None:
+        self.speech = [pb.ConverseRequest(audio=pb.AudioChunk(data=c)) for c in speech]
+
     @classmethod
-    async def open(
-        cls, channel: grpc.aio.Channel, character: str, speech: list[bytes]
-    ) -> _ThroughNpcd:
+    async def open(cls, channel: grpc.aio.Channel, character: str) -> _ThroughNpcd:
         call = pb_grpc.NpcServiceStub(channel).Converse()
         start = pb.Start(
             character_id=character,
             player=pb.Player(id="bench", name=PLAYER),
             input_format=GAME_PB,
             output_format=GAME_PB,
-            capabilities=pb.Capabilities(latency_reports=True),
+            capabilities=pb.Capabilities(latency_reports=True, vad_events=True, transcripts=True),
         )
         await call.write(pb.ConverseRequest(start=start))
         first = await call.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "ready":
             raise RuntimeError(f"npcd did not answer Start with Ready: {first}")
-        return cls(call, speech)
+        return cls(call)
 
     async def send(self, speech: int | None) -> None:
         self.sent += 1
@@ -144,6 +160,10 @@ class _ThroughNpcd:
                             (lat.first_output_us, lat.npcd_us, lat.backend_us),
                         )
                     )
+                elif kind == "speech_stopped":
+                    put(_Event("stopped", at))
+                elif kind == "player_transcript" and message.player_transcript.is_final:
+                    put(_Event("transcript", at, detail=message.player_transcript.text))
                 elif kind == "error":
                     put(_Event("error", at, detail=message.error.message))
         except grpc.aio.AioRpcError as exc:
@@ -161,9 +181,9 @@ class _Direct:
 
     name = "direct"
 
-    def __init__(self, ws: ClientConnection, speech: list[bytes]) -> None:
+    def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
-        self.speech = speech
+        self.speech: list[bytes] = []
         # What npcd does with each chunk (one converter for the whole stream), done here as a
         # direct client has to: the backend takes PCM16 24 kHz only.
         self.converter = audio.InputConverter(GAME)
@@ -171,8 +191,11 @@ class _Direct:
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 
+    def use(self, speech: list[bytes]) -> None:
+        self.speech = speech
+
     @classmethod
-    async def open(cls, url: str, session_update: str, speech: list[bytes]) -> _Direct:
+    async def open(cls, url: str, session_update: str) -> _Direct:
         ws = await connect(
             url,
             additional_headers={"Authorization": "Bearer sk-bench"},
@@ -183,7 +206,7 @@ class _Direct:
         async with asyncio.timeout(10):
             while orjson.loads(await ws.recv())["type"] != "session.updated":
                 pass
-        return cls(ws, speech)
+        return cls(ws)
 
     async def send(self, speech: int | None) -> None:
         self.sent += 1
@@ -204,6 +227,10 @@ class _Direct:
                 elif kind == "response.done":
                     response = event["response"]
                     put(_Event("done", at, response["id"], response["status"]))
+                elif kind == "input_audio_buffer.speech_stopped":
+                    put(_Event("stopped", at))
+                elif kind == "conversation.item.input_audio_transcription.completed":
+                    put(_Event("transcript", at, detail=event["transcript"]))
                 elif kind == "error":
                     put(_Event("error", at, detail=event["error"].get("message", "")))
         except ConnectionClosed as exc:
@@ -216,18 +243,75 @@ class _Direct:
         await asyncio.wait_for(self.reader, 10)
 
 
-def _game_speech(clip: Path) -> list[bytes]:
+def _game_speech(clip: Path, stretch_pause_ms: int = 0) -> list[bytes]:
     """The clip as a game microphone would deliver it: 20 ms chunks of 48 kHz float32."""
     with wave.open(str(clip)) as source:
         if source.getsampwidth() != 2 or source.getnchannels() != 1:
             raise ValueError(f"{clip}: need a mono 16-bit WAV")
         rate, raw = source.getframerate(), source.readframes(source.getnframes())
+    if stretch_pause_ms:
+        raw = stretch_pause(raw, rate, stretch_pause_ms)
     to_backend = audio.InputConverter(audio.AudioFormat(audio.Encoding.PCM16, rate))
     pcm24 = to_backend.convert(raw) + to_backend.flush()
     to_game = audio.OutputConverter(GAME)
     speech = to_game.convert(pcm24) + to_game.flush()
     speech += bytes(-len(speech) % CHUNK_BYTES)  # pad the last chunk with silence
     return [speech[i : i + CHUNK_BYTES] for i in range(0, len(speech), CHUNK_BYTES)]
+
+
+def stretch_pause(pcm16: bytes, rate: int, pause_ms: int) -> bytes:
+    """Lengthen the longest quiet gap inside the speech to ``pause_ms``, with its own quiet.
+
+    Quiet is 10 ms frames under -40 dBFS (the clips' background sits at -45 to -50 dBFS); the
+    gap is filled by repeating its middle, so the player seems to hesitate, not to drop out.
+    """
+    frame = rate // 100
+    samples = np.frombuffer(pcm16, dtype="<i2")
+    frames = samples[: samples.size // frame * frame].astype(np.float64).reshape(-1, frame)
+    loud = 10 * np.log10(((frames / 32768) ** 2).mean(axis=1) + 1e-12) > -40
+    spoken = np.flatnonzero(loud)
+    best, start = (0, 0), None
+    # From 300 ms into the speech: a click or breath before the first word is no pause.
+    for i in range(int(spoken[0]) + 30, int(spoken[-1]) + 1):
+        if not loud[i] and start is None:
+            start = i
+        elif loud[i] and start is not None:
+            best, start = max(best, (i - start, start)), None
+    length, first = best
+    if length * 10 >= pause_ms or length < 3:
+        return pcm16
+    middle = samples[(first + 1) * frame : (first + length - 1) * frame]
+    extra = np.resize(middle, (pause_ms - length * 10) * rate // 1000)
+    cut = (first + length // 2) * frame
+    return np.concatenate((samples[:cut], extra, samples[cut:])).astype("<i2").tobytes()
+
+
+def _references() -> dict[str, str]:
+    """Reference transcripts of the fixtures by clip name, from ``transcription.txt``."""
+    found: dict[str, str] = {}
+    listing = SPEECH / "transcription.txt"
+    for line in listing.read_text().splitlines() if listing.is_file() else []:
+        match = re.match(r"<s>(.*)</s> \((\S+)\)", line.strip())
+        if match:
+            found[match.group(2) + ".wav"] = match.group(1).strip()
+    return found
+
+
+def _words(text: str) -> list[str]:
+    """Lower case, no punctuation, "Mr." as the references spell it."""
+    text = re.sub(r"\bmr\b\.?", "mister", text.lower().replace("-", " "))
+    return re.sub(r"[^a-z0-9' ]", " ", text).replace("'", "").split()
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference words): Levenshtein over words."""
+    ref, hyp = _words(reference), _words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        prev, row[0] = row[:], i
+        for j, other in enumerate(hyp, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (word != other))
+    return row[len(hyp)], len(ref)
 
 
 async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, Any]:
@@ -259,7 +343,8 @@ async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, An
 
     started = time.perf_counter()
     sender = asyncio.create_task(speak())
-    early = False
+    early = cut = False
+    transcript: str | None = None
     first: _Event | None = None
     try:
         async with asyncio.timeout(limit_s):
@@ -267,7 +352,11 @@ async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, An
                 event = await path.events.get()
                 if event.kind in ("error", "closed"):
                     raise RuntimeError(f"{path.name}: {event.kind}: {event.detail}")
-                if event.kind == "audio" and not spoken_at:
+                if event.kind == "stopped" and not spoken_at:
+                    cut = True  # the turn ended while the player was still speaking
+                elif event.kind == "transcript" and transcript is None:
+                    transcript = event.detail
+                elif event.kind == "audio" and not spoken_at:
                     early = True  # the VAD cut the clip in two: an answer to half of it
                 elif event.kind == "audio" and first is None:
                     first = event
@@ -287,6 +376,8 @@ async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, An
         "first_audio_ms": (first.at - spoken_at) * 1000,
         "status": done.status.lower().removeprefix("response_status_"),
         "early_response": early,
+        "false_turn_end": cut,
+        "transcript": transcript,
     }
     if done.latency is not None:
         result["first_output_us"], result["npcd_us"], result["backend_us"] = done.latency
@@ -294,21 +385,33 @@ async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, An
 
 
 async def _converse(
-    target: str, url: str, persona: Persona, speech: list[bytes], turns: int, warmup: int
+    target: str,
+    url: str,
+    persona: Persona,
+    clips: list[tuple[str, list[bytes]]],
+    turns: int,
+    warmup: int,
 ) -> list[dict[str, Any]]:
     """The game side: both paths open for the whole run, turns interleaved."""
     config = session_config(persona, {"player_name": PLAYER}, actions=False)
     session_update = encode_client(ev.SessionUpdate(session=config))
-    limit_s = len(speech) * CHUNK_S + TURN_TIMEOUT_S
+    references = _references()
     results: list[dict[str, Any]] = []
     async with grpc.aio.insecure_channel(target) as channel:
-        through = await _ThroughNpcd.open(channel, persona.id, speech)
-        direct = await _Direct.open(url, session_update, speech)
+        through = await _ThroughNpcd.open(channel, persona.id)
+        direct = await _Direct.open(url, session_update)
         try:
             for number in range(warmup + turns):
+                name, speech = clips[number % len(clips)]
+                limit_s = len(speech) * CHUNK_S + TURN_TIMEOUT_S
                 paths: tuple[_Path, _Path] = (through, direct) if number % 2 else (direct, through)
                 for path in paths:
+                    path.use(speech)
                     result = await _turn(path, len(speech), limit_s)
+                    result["clip"] = name
+                    if name in references and result["transcript"] is not None:
+                        errors, words = word_errors(references[name], result["transcript"])
+                        result["word_errors"], result["words"] = errors, words
                     if number >= warmup:
                         results.append(result)
         finally:
@@ -340,6 +443,12 @@ def _summary(turn_log: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "all_completed": all(t["status"] == "completed" for t in turn_log),
         "early_responses": sum(t["early_response"] for t in turn_log),
+        "false_turn_ends": sum(t["false_turn_end"] for t in turn_log),
+        "wer": (
+            sum(t.get("word_errors", 0) for t in turn_log)
+            / max(1, sum(t.get("words", 0) for t in turn_log))
+        ),
+        "transcribed_turns": sum("words" in t for t in turn_log),
     }
 
 
@@ -347,25 +456,38 @@ def run(
     turns: int = 6,
     warmup: int = 1,
     character: str = "blacksmith",
-    clip: Path = CLIP,
+    clip: Path | Sequence[Path] = CLIPS,
     characters: Path = REPO / "characters",
+    *,
+    semantic: str | None = None,
+    stretch_pause_ms: int = 0,
 ) -> dict[str, Any]:
-    """Start the backend and npcd, run ``warmup + turns`` turns on each path, stop both."""
+    """Start the backend and npcd, run ``warmup + turns`` turns on each path, stop both.
+
+    ``semantic`` (an eagerness) gives the persona ``semantic_vad`` turn detection instead of
+    its own, for both paths; ``stretch_pause_ms`` lengthens each clip's longest inner pause.
+    """
     if turns < 1 or warmup < 0:
         raise ValueError("turns must be at least 1 and warmup at least 0")
-    for needed in (clip, characters / f"{character}.yaml"):
+    clip_paths = [clip] if isinstance(clip, Path) else list(clip)
+    for needed in (*clip_paths, characters / f"{character}.yaml"):
         if not needed.exists():
             raise FileNotFoundError(
                 f"{needed} not found: the voice benchmark runs from a source checkout "
                 "(or give it a clip and a characters folder)"
             )
-    speech = _game_speech(clip)
+    clips = [(c.name, _game_speech(c, stretch_pause_ms)) for c in clip_paths]
     with tempfile.TemporaryDirectory(prefix="npcd-bench-voice-") as tmp:
         # Only this NPC (and the bases it may extend): `--model npcd-local:<id>` pins the
         # backend's persona for every session npcd opens, so npcd must open just this one.
         folder = Path(tmp)
         for source in [characters / f"{character}.yaml", *characters.glob("_*.yaml")]:
             shutil.copy(source, folder / source.name)
+        if semantic is not None:
+            copy = folder / f"{character}.yaml"
+            data = yaml.safe_load(copy.read_text())
+            data["turn_detection"] = {"type": "semantic_vad", "eagerness": semantic}
+            copy.write_text(yaml.safe_dump(data, sort_keys=False))
         catalog = load_directory(folder)
         if character not in catalog.personas:
             raise ValueError(f"{character}: {[str(i) for i in catalog.issues] or 'not found'}")
@@ -381,14 +503,17 @@ def run(
                 target, _ = wait_listening(serve, 60)
                 wait_serving(serve, target, 60)
                 url = f"{base}/realtime?model={model}"
-                turn_log = asyncio.run(_converse(target, url, persona, speech, turns, warmup))
+                turn_log = asyncio.run(_converse(target, url, persona, clips, turns, warmup))
     vad = persona.turn_detection
     return {
         "benchmark": "voice",
         "backend": "local (npcd backend, own process)",
         "character": character,
-        "clip": clip.name,
-        "clip_s": round(len(speech) * CHUNK_S, 2),
+        "clip": ", ".join(name for name, _ in clips),
+        "clip_s": round(sum(len(s) for _, s in clips) * CHUNK_S / len(clips), 2),
+        "turn_detection": vad.type
+        + (f" {vad.eagerness or 'auto'}" if vad.type == "semantic_vad" else ""),
+        "stretch_pause_ms": stretch_pause_ms,
         "vad_silence_ms": vad.silence_duration_ms,
         "turns": turns,
         "warmup": warmup,
@@ -404,10 +529,13 @@ def format_table(result: dict[str, Any]) -> str:
         cells = "".join(f"{stats[k] * scale:9.1f}" for k in ("p50", "p99", "max") if k in stats)
         return f"  {label:44}{cells}"
 
+    vad = result["turn_detection"]
+    if vad == "server_vad":
+        vad += f", silence {result['vad_silence_ms']} ms"
     lines = [
         f"voice to voice, local backend: {result['character']} hears {result['clip']} "
-        f"({result['clip_s']:.1f} s), {result['turns']} turns per path "
-        f"(+{result['warmup']} warm-up), VAD silence {result['vad_silence_ms']} ms",
+        f"({result['clip_s']:.1f} s on average), {result['turns']} turns per path "
+        f"(+{result['warmup']} warm-up), {vad}",
         f"  {'end of speech -> first NPC audio, ms':44}{'p50':>9}{'p99':>9}{'max':>9}",
         row("through npcd", result["through_npcd_ms"]),
         row("direct to the backend", result["direct_ms"]),
@@ -418,6 +546,12 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     lines.append(row("npcd_us", result["inband_us"]["npcd"], 1e-3))
     lines.append("  (p99 is nearest-rank: with under 100 turns it is the slowest turn)")
+    pause = result["stretch_pause_ms"]
+    lines.append(
+        f"  WER {result['wer']:.3f} over {result['transcribed_turns']} transcribed turns; "
+        f"false turn ends {result['false_turn_ends']} of {len(result['turn_log'])} turns"
+        + (f" (longest inner pause stretched to {pause} ms)" if pause else "")
+    )
     if not result["all_completed"] or result["early_responses"]:
         lines.append(
             f"  WARNING: not every response completed, or {result['early_responses']} answered "
@@ -431,16 +565,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=6, help="measured turns per path")
     parser.add_argument("--warmup", type=int, default=1, help="turns per path left out")
     parser.add_argument("--character", default="blacksmith")
-    parser.add_argument("--clip", type=Path, default=CLIP, help="mono PCM16 WAV of speech")
+    parser.add_argument(
+        "--clip",
+        type=Path,
+        action="append",
+        help="mono PCM16 WAV of speech (repeatable; default: the three LibriVox fixtures)",
+    )
     parser.add_argument("--characters", type=Path, default=REPO / "characters")
+    parser.add_argument(
+        "--semantic",
+        choices=("low", "medium", "high", "auto"),
+        help="use semantic_vad with this eagerness instead of the persona's turn detection",
+    )
+    parser.add_argument(
+        "--stretch-pause", type=int, default=0, metavar="MS", help="lengthen inner pauses to MS"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     result = run(
         turns=args.turns,
         warmup=args.warmup,
         character=args.character,
-        clip=args.clip,
+        clip=args.clip or CLIPS,
         characters=args.characters,
+        semantic=args.semantic,
+        stretch_pause_ms=args.stretch_pause,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

@@ -28,6 +28,7 @@ from npcd.localbackend import usage
 from npcd.localbackend.brain import Brain, Reply, find_persona, game_event
 from npcd.localbackend.engines import SpeechChunk, Synthesizer, Transcriber, VoiceActivity
 from npcd.localbackend.engines.vad import SpeechStarted, VadSegmenter
+from npcd.localbackend.turns import SemanticTiming, looks_complete, semantic_timing
 from npcd.memory.recall import MEMORY_NOTE_PREFIX
 from npcd.personas.model import Persona
 from npcd.realtime import events as ev
@@ -66,6 +67,12 @@ DEFAULT_INSTRUCTIONS = "You are a helpful, friendly character. Answer briefly."
 #: Largest audio delta sent at once (200 ms of PCM16 24 kHz).
 MAX_DELTA_BYTES = 9600
 MIN_COMMIT_BYTES = 4800  # 100 ms
+#: New speech (PCM16 24 kHz bytes) that earns another partial transcription pass: 500 ms.
+#: A Whisper pass costs 0.2-0.3 s of both cores whatever the length (30 s window), so a
+#: shorter step would keep the machine busy and delay the pass that matters, at the pause.
+PARTIAL_STEP_BYTES = 24000
+#: Silence after a pause's start that the speculative final pass reads.
+PAUSE_TAIL_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,18 @@ class _Response:
     cancel: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None
     output: list[Item] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Pass:
+    """One Whisper pass over the utterance so far: a partial one, or the speculative final
+    one started at a pause (``pause_ms``), whose text is the turn's if the player stays quiet."""
+
+    item_id: str
+    #: Where the speech it heard ends: the pass is the turn's only if the turn ends there.
+    speech_end_ms: int
+    pause_ms: int | None
+    task: asyncio.Task[str]
 
 
 def _new_id(prefix: str) -> str:
@@ -181,9 +200,23 @@ class BackendSession:
         self.voice_locked = False
         self._buffer = bytearray()
         self._fed_ms = 0.0
+        #: Where the buffer and the VAD's clock begin, on the clock of all audio fed: so a pass
+        #: at a pause reads the buffer up to the pause, however late it starts.
+        self._buffer_origin_ms = 0.0
+        self._vad_origin_ms = 0.0
         self._vad: VoiceActivity | None = None
         self._segmenter: VadSegmenter | None = None
+        #: semantic_vad: the silences that end a turn; None under server_vad.
+        self._semantic: SemanticTiming | None = None
         self._speech_item: str | None = None
+        #: The transcription pass in flight (at most one per session) and the latest
+        #: speculative one, kept for the turn end.
+        self._pass: _Pass | None = None
+        self._guess: _Pass | None = None
+        #: Buffer size at the latest partial pass, and the words already sent as deltas.
+        self._partial_at = 0
+        self._partial_words: list[str] = []
+        self._previous_words: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._event_ids = itertools.count(1)
         self._brains: dict[str, Brain] = {}
@@ -311,11 +344,14 @@ class BackendSession:
             return
         if self._vad is None:  # created on first audio: idle NPC sessions cost nothing
             self._vad = self.engines.vad()
+            self._vad_origin_ms = self._fed_ms - len(pcm) / 48
         for change in self._segmenter.feed(self._vad.process(pcm)):
             if isinstance(change, SpeechStarted):
                 await self._speech_started(change.audio_start_ms)
             else:
                 await self._speech_stopped(change.audio_end_ms)
+        self._schedule_pass()
+        await self._maybe_end_turn()
 
     async def _on_InputAudioBufferCommit(self, event: ev.InputAudioBufferCommit) -> None:
         if len(self._buffer) < MIN_COMMIT_BYTES:
@@ -332,9 +368,11 @@ class BackendSession:
 
     async def _on_InputAudioBufferClear(self, event: ev.InputAudioBufferClear) -> None:
         self._buffer.clear()
+        self._buffer_origin_ms = self._fed_ms
         if self._segmenter is not None:
             self._segmenter.reset()
         self._speech_item = None
+        self._guess = None
         await self._emit(ev.InputAudioBufferCleared(event_id=self._eid()))
 
     async def _on_ConversationItemCreate(self, event: ev.ConversationItemCreate) -> None:
@@ -448,15 +486,123 @@ class BackendSession:
 
     def _configure_vad(self) -> None:
         detection = self.config.turn_detection
-        if isinstance(detection, ServerVad | SemanticVad):
-            vad = detection if isinstance(detection, ServerVad) else ServerVad()
+        self._semantic = None
+        if isinstance(detection, SemanticVad):
+            # The segmenter's own silence is the long wait, for words that sound unfinished;
+            # `_maybe_end_turn` ends the turn sooner when they sound finished.
+            self._semantic = semantic_timing(detection.eagerness)
+            self._segmenter = VadSegmenter(0.5, 300, self._semantic.incomplete_ms)
+        elif isinstance(detection, ServerVad):
             self._segmenter = VadSegmenter(
-                vad.threshold if vad.threshold is not None else 0.5,
-                vad.prefix_padding_ms if vad.prefix_padding_ms is not None else 300,
-                vad.silence_duration_ms if vad.silence_duration_ms is not None else 500,
+                detection.threshold if detection.threshold is not None else 0.5,
+                detection.prefix_padding_ms if detection.prefix_padding_ms is not None else 300,
+                detection.silence_duration_ms if detection.silence_duration_ms is not None else 500,
             )
         else:
             self._segmenter = None
+
+    def _schedule_pass(self) -> None:
+        """Start a transcription pass if none is running: at a pause, the speculative final one
+        (so the transcript is ready, or nearly, when the silence ends the turn), else, every
+        `PARTIAL_STEP_BYTES` of speech, a partial one for transcript deltas."""
+        segmenter, item_id = self._segmenter, self._speech_item
+        if self._pass is not None or segmenter is None or item_id is None:
+            return
+        pause = segmenter.pause_ms
+        if pause is not None:
+            if (self._guess is None or self._guess.pause_ms != pause) and len(
+                self._buffer
+            ) >= self._pause_bytes(pause):
+                self._guess = self._start_pass(item_id, pause)
+        elif (
+            isinstance(self.config.input_transcription, InputTranscription)
+            and len(self._buffer) - self._partial_at >= PARTIAL_STEP_BYTES
+        ):
+            self._partial_at = len(self._buffer)
+            self._start_pass(item_id, None)
+
+    def _pause_bytes(self, pause_ms: int) -> int:
+        """The buffer up to ``pause_ms`` on the VAD's clock, plus `PAUSE_TAIL_MS` of the
+        silence (Whisper ends a sentence better with a little of it)."""
+        at = pause_ms + self._vad_origin_ms - self._buffer_origin_ms + PAUSE_TAIL_MS
+        return max(0, int(at * 48) // 2 * 2)
+
+    def _start_pass(self, item_id: str, pause_ms: int | None) -> _Pass:
+        # At a pause: the same audio whenever the pass starts (a partial pass may have been
+        # running), so the transcript does not depend on how busy the machine is.
+        pcm = bytes(
+            self._buffer if pause_ms is None else self._buffer[: self._pause_bytes(pause_ms)]
+        )
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.engines.transcriber.transcribe, pcm, self._transcription_prompt()
+            )
+        )
+        task.add_done_callback(_retrieve)  # its error, if no one awaits it, is not news
+        speech_end = self._segmenter.speech_end_ms if self._segmenter is not None else 0
+        this = _Pass(item_id, speech_end, pause_ms, task)
+        self._pass = this
+        self._spawn(self._after_pass(this), f"pass-{item_id}")
+        return this
+
+    async def _after_pass(self, done: _Pass) -> None:
+        try:
+            text = await asyncio.shield(done.task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # reported by `_transcribe` if this pass is the turn's
+            text = None
+        finally:
+            if self._pass is done:
+                self._pass = None
+        if text is not None and done.pause_ms is None and done.item_id == self._speech_item:
+            await self._partial(done.item_id, text)
+        self._schedule_pass()
+        await self._maybe_end_turn()
+
+    async def _partial(self, item_id: str, text: str) -> None:
+        """Send the words two passes in a row agree on as a transcript delta.
+
+        Deltas only append, and Whisper revises its last words as more audio comes, so only the
+        prefix shared with the previous pass is sent (the "local agreement" of streaming ASR).
+        """
+        words = text.split()
+        stable: list[str] = []
+        for new, old in zip(words, self._previous_words, strict=False):
+            if _norm(new) != _norm(old):
+                break
+            stable.append(new)
+        self._previous_words = words
+        sent = self._partial_words
+        if len(stable) <= len(sent) or [_norm(w) for w in stable[: len(sent)]] != [
+            _norm(w) for w in sent
+        ]:
+            return
+        delta = " ".join(stable[len(sent) :])
+        self._partial_words = stable
+        await self._emit(
+            ev.ConversationItemInputAudioTranscriptionDelta(
+                event_id=self._eid(),
+                item_id=item_id,
+                content_index=0,
+                delta=delta if not sent else " " + delta,
+            )
+        )
+
+    async def _maybe_end_turn(self) -> None:
+        """semantic_vad: end the turn after the short silence if the words sound finished."""
+        segmenter, guess, timing = self._segmenter, self._guess, self._semantic
+        if segmenter is None or guess is None or timing is None or not guess.task.done():
+            return
+        pause = segmenter.pause_ms
+        if pause is None or guess.pause_ms != pause or guess.item_id != self._speech_item:
+            return
+        if segmenter.position_ms - pause < timing.complete_ms:
+            return
+        if guess.task.cancelled() or guess.task.exception() is not None:
+            return
+        if looks_complete(guess.task.result()):
+            await self._speech_stopped(segmenter.stop().audio_end_ms)
 
     async def _speech_started(self, audio_start_ms: int) -> None:
         self._speech_item = _new_id("item")
@@ -469,6 +615,10 @@ class BackendSession:
         interrupt = getattr(detection, "interrupt_response", None)
         if self.response is not None and interrupt is not False:
             self._cancel(self.response, "turn_detected")
+        self._guess = None
+        self._partial_at = 0
+        self._partial_words = []
+        self._previous_words = []
 
     async def _speech_stopped(self, audio_end_ms: int) -> None:
         item_id = self._speech_item or _new_id("item")
@@ -478,14 +628,21 @@ class BackendSession:
                 event_id=self._eid(), audio_end_ms=audio_end_ms, item_id=item_id
             )
         )
-        await self._commit(item_id)
+        guess, self._guess = self._guess, None
+        ready = None
+        if guess is not None and (guess.item_id, guess.speech_end_ms) == (item_id, audio_end_ms):
+            ready = guess.task
+        await self._commit(item_id, ready)
         detection = self.config.turn_detection
         if getattr(detection, "create_response", None) is not False and self.response is None:
             self._start_response(None)
 
-    async def _commit(self, item_id: str) -> None:
+    async def _commit(self, item_id: str, ready: asyncio.Task[str] | None = None) -> None:
+        """Commit the buffer as a user item; ``ready`` is its transcription, if already begun
+        (at the pause before this turn end: what follows it is silence)."""
         pcm = bytes(self._buffer)
         self._buffer.clear()
+        self._buffer_origin_ms = self._fed_ms
         previous = self.order[-1] if self.order else None
         await self._emit(
             ev.InputAudioBufferCommitted(
@@ -496,16 +653,32 @@ class BackendSession:
         state = await self._add_item(item, previous)
         state.audio_bytes = len(pcm)
         state.heard = asyncio.get_running_loop().create_future()
-        self._spawn(self._transcribe(item_id, pcm, state.heard), f"transcribe-{item_id}")
+        self._spawn(self._transcribe(item_id, pcm, state.heard, ready), f"transcribe-{item_id}")
 
-    async def _transcribe(self, item_id: str, pcm: bytes, heard: asyncio.Future[str]) -> None:
+    def _transcription_prompt(self) -> str:
+        transcription = self.config.input_transcription
+        if isinstance(transcription, InputTranscription) and transcription.prompt:
+            return transcription.prompt
+        return ""
+
+    async def _transcribe(
+        self,
+        item_id: str,
+        pcm: bytes,
+        heard: asyncio.Future[str],
+        ready: asyncio.Task[str] | None = None,
+    ) -> None:
         transcription = self.config.input_transcription
         if not isinstance(transcription, InputTranscription):
             transcription = None
-        prompt = transcription.prompt if transcription and transcription.prompt else ""
         started = time.perf_counter()
         try:
-            text = await asyncio.to_thread(self.engines.transcriber.transcribe, pcm, prompt)
+            if ready is not None:
+                text = await asyncio.shield(ready)
+            else:
+                text = await asyncio.to_thread(
+                    self.engines.transcriber.transcribe, pcm, self._transcription_prompt()
+                )
         except Exception as exc:  # an engine failure must not kill the session
             _LOGGER.warning("transcription failed: %s", type(exc).__name__)
             text = ""
@@ -847,6 +1020,16 @@ class BackendSession:
 
 
 __all__ = ["BackendSession", "Engines"]
+
+
+def _retrieve(task: asyncio.Task[str]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _norm(word: str) -> str:
+    """A word without case or punctuation: Whisper moves commas as it hears more."""
+    return "".join(c for c in word.lower() if c.isalnum() or c == "'")
 
 
 def _item_text(state: _ItemState) -> dict[str, str]:

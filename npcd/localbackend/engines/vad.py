@@ -230,14 +230,37 @@ class VadSegmenter:
         self._rise_from: int | None = None
         self._speech_end = 0
         self._silence_from: int | None = None
+        self._position = 0
 
     @property
     def speaking(self) -> bool:
         return self._speaking
 
+    @property
+    def pause_ms(self) -> int | None:
+        """Where the current pause inside a turn began, if one has (what ``silence`` times)."""
+        return self._silence_from if self._speaking else None
+
+    @property
+    def speech_end_ms(self) -> int:
+        """End of the last window of speech: the ``audio_end_ms`` a stop would report now."""
+        return self._speech_end
+
+    @property
+    def position_ms(self) -> int:
+        """End of the last window pushed: how far the turn logic has heard."""
+        return self._position
+
+    def stop(self) -> SpeechStopped:
+        """End the turn now, before ``silence_duration_ms`` (a semantic turn end)."""
+        self._speaking = False
+        self._silence_from = None
+        return SpeechStopped(audio_end_ms=self._speech_end, detected_ms=self._position)
+
     def push(self, frame: SpeechProbability) -> VadEvent | None:
         """Advance by one window; frames must come in time order."""
         p = frame.probability
+        self._position = frame.end_ms
         if not self._speaking:
             if p < self.stop_threshold:
                 self._rise_from = None

@@ -241,3 +241,16 @@ def test_reset_between_the_bytes_of_a_sample_keeps_samples_aligned(clips: list[C
     assert after[0].start_ms == 0  # the 2 samples fed before are 0.08 ms
     probabilities = np.array([f.probability for f in after[: len(fresh)]])
     np.testing.assert_allclose(probabilities, [f.probability for f in fresh], atol=0.05)
+
+
+def test_segmenter_reports_the_pause_and_stops_early_on_demand() -> None:
+    segmenter = VadSegmenter(0.5, silence_duration_ms=1000)
+    segmenter.feed(frames(*[0.9] * 10, 0.4, 0.1, 0.1))
+    assert segmenter.pause_ms == 11 * 32, "from the first window below the lower threshold"
+    assert (segmenter.speech_end_ms, segmenter.position_ms) == (320, 13 * 32)
+    segmenter.push(SpeechProbability(13 * 32, 14 * 32, 0.8))
+    assert segmenter.pause_ms is None, "speech resumed: the pause is over"
+    segmenter.feed(frames(*[0.1] * 20)[15:])
+    assert segmenter.pause_ms == 15 * 32
+    assert segmenter.stop() == SpeechStopped(audio_end_ms=14 * 32, detected_ms=20 * 32)
+    assert not segmenter.speaking and segmenter.pause_ms is None
