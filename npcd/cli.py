@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--prices",
         type=Path,
-        default=Path(env_default("PRICES", "")) if env_default("PRICES", "") else None,
+        default=env_default("PRICES", "") or None,  # argparse applies `type` to it
         metavar="FILE",
         help="YAML price table (USD per 1M tokens by model) over the built-in one "
         "(env NPCD_PRICES)",

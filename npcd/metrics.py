@@ -25,6 +25,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from npcd import __version__
+from npcd.cost.prices import split_usage
 
 if TYPE_CHECKING:
     import threading
@@ -160,11 +161,17 @@ class Metrics:
             self.cost.labels(character).inc(cost_usd)
         if usage is None:
             return
-        split = token_split(usage)
-        for (direction, modality), count in split.items():
-            if count and direction != "cached":
+        t = split_usage(usage)
+        for direction, modality, count in (
+            ("input", "text", t.text_input),
+            ("input", "audio", t.audio_input),
+            ("output", "text", t.text_output),
+            ("output", "audio", t.audio_output),
+        ):
+            if count:
                 self.tokens.labels(character, direction, modality).inc(count)
-            elif count:
+        for modality, count in (("text", t.text_cached), ("audio", t.audio_cached)):
+            if count:
                 self.cached_tokens.labels(character, modality).inc(count)
 
     def latency(self, character: str, first_output_s: float, npcd_s: float) -> None:
@@ -189,35 +196,6 @@ class Metrics:
             lambda: _snapshot_on(loop, pool), capacity=capacity, draining=draining
         )
         self.registry.register(self._pool_collector)
-
-
-def token_split(usage: Usage) -> dict[tuple[str, str], int]:
-    """Usage as (direction, modality) -> tokens, with ("cached", modality) for the cached part
-    of the input. Without a breakdown, input and output count as text."""
-    inp, out = usage.input_token_details, usage.output_token_details
-    in_audio = (inp.audio_tokens or 0) if inp else 0
-    in_text = (inp.text_tokens or 0) if inp and inp.text_tokens is not None else None
-    if in_text is None:
-        in_text = max(0, (usage.input_tokens or 0) - in_audio)
-    out_audio = (out.audio_tokens or 0) if out else 0
-    out_text = (out.text_tokens or 0) if out and out.text_tokens is not None else None
-    if out_text is None:
-        out_text = max(0, (usage.output_tokens or 0) - out_audio)
-    cached_text = cached_audio = 0
-    if inp is not None and inp.cached_tokens:
-        details = inp.cached_tokens_details
-        if details is not None:
-            cached_text, cached_audio = details.text_tokens or 0, details.audio_tokens or 0
-        else:
-            cached_text = inp.cached_tokens  # beta: no breakdown; counted as text
-    return {
-        ("input", "text"): in_text,
-        ("input", "audio"): in_audio,
-        ("output", "text"): out_text,
-        ("output", "audio"): out_audio,
-        ("cached", "text"): cached_text,
-        ("cached", "audio"): cached_audio,
-    }
 
 
 def _pool_snapshot(pool: SessionPool) -> list[NpcSnapshot]:

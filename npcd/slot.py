@@ -379,7 +379,7 @@ class NpcSlot:
         return True
 
     def _move_due(self) -> bool:
-        return self.connected_to != self.backend and self._clock() >= self._move_retry_at
+        return self.moving and self._clock() >= self._move_retry_at
 
     def charge_late(self, response_id: str, charge: Callable[[Usage | None], None]) -> None:
         """Call ``charge`` with the usage of ``response_id`` when its `response.done` comes,
@@ -565,7 +565,7 @@ class NpcSlot:
                 if late is not None:
                     late(event.response.usage)
             self.listener.on_event(event)
-            if self.connected_to != self.backend:
+            if self.moving:
                 self.maybe_rotate()  # a move to another backend is due: at the first pause
 
     async def _watch(self, link: RealtimeLink) -> None:

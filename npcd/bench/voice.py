@@ -53,6 +53,7 @@ from websockets.exceptions import ConnectionClosed
 from npcd import audio
 from npcd.bench.startup import Daemon, wait_listening, wait_serving
 from npcd.bench.stats import describe
+from npcd.bench.wer import word_errors
 from npcd.personas import load_directory
 from npcd.personas.model import Persona
 from npcd.realtime import events as ev
@@ -295,23 +296,6 @@ def _references() -> dict[str, str]:
         if match:
             found[match.group(2) + ".wav"] = match.group(1).strip()
     return found
-
-
-def _words(text: str) -> list[str]:
-    """Lower case, no punctuation, "Mr." as the references spell it."""
-    text = re.sub(r"\bmr\b\.?", "mister", text.lower().replace("-", " "))
-    return re.sub(r"[^a-z0-9' ]", " ", text).replace("'", "").split()
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference words): Levenshtein over words."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        prev, row[0] = row[:], i
-        for j, other in enumerate(hyp, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (word != other))
-    return row[len(hyp)], len(ref)
 
 
 async def _turn(path: _Path, speech_chunks: int, limit_s: float) -> dict[str, Any]:

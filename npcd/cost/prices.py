@@ -26,8 +26,10 @@ __all__ = [
     "MAX_PRICES_FILE_BYTES",
     "PriceTable",
     "Prices",
+    "TokenSplit",
     "cost_usd",
     "load_prices",
+    "split_usage",
 ]
 
 #: Largest prices file read, in bytes.
@@ -114,17 +116,27 @@ class PriceTable:
         return tuple(sorted(self._prices))
 
 
-def cost_usd(usage: Usage, prices: Prices) -> float:
-    """The price of one response's usage, in USD (never negative).
+@dataclass(frozen=True, slots=True)
+class TokenSplit:
+    """One response's tokens by what they are billed as; ``*_cached`` are the cached part of
+    ``*_input``."""
+
+    text_input: float
+    text_cached: float
+    text_output: float
+    audio_input: float
+    audio_cached: float
+    audio_output: float
+
+
+def split_usage(usage: Usage) -> TokenSplit:
+    """The billed kinds of ``usage`` (prices and metrics count them alike).
 
     Token details may be missing: without input or output details everything counts as text;
     beta reports only a cached total, which is split between text and audio in proportion to
-    the input. Image tokens are not priced (npcd sends no images).
+    the input. Image tokens are left out (npcd sends no images).
     """
-    input_total = _count(usage.input_tokens)
-    output_total = _count(usage.output_tokens)
-
-    text_in, audio_in = float(input_total), 0.0
+    text_in, audio_in = _count(usage.input_tokens), 0.0
     cached_text = cached_audio = 0.0
     details = usage.input_token_details
     if details is not None:
@@ -138,22 +150,32 @@ def cost_usd(usage: Usage, prices: Prices) -> float:
             if text_in + audio_in > 0:
                 cached_audio = cached * audio_in / (text_in + audio_in)
                 cached_text = cached - cached_audio
-    cached_text, cached_audio = min(cached_text, text_in), min(cached_audio, audio_in)
-
-    text_out, audio_out = float(output_total), 0.0
+    text_out, audio_out = _count(usage.output_tokens), 0.0
     out_details = usage.output_token_details
     if out_details is not None and (
         out_details.text_tokens is not None or out_details.audio_tokens is not None
     ):
         text_out, audio_out = _count(out_details.text_tokens), _count(out_details.audio_tokens)
+    return TokenSplit(
+        text_input=text_in,
+        text_cached=min(cached_text, text_in),
+        text_output=text_out,
+        audio_input=audio_in,
+        audio_cached=min(cached_audio, audio_in),
+        audio_output=audio_out,
+    )
 
+
+def cost_usd(usage: Usage, prices: Prices) -> float:
+    """The price of one response's usage, in USD (never negative; see `split_usage`)."""
+    t = split_usage(usage)
     total = (
-        (text_in - cached_text) * prices.text_input
-        + cached_text * prices.text_cached
-        + (audio_in - cached_audio) * prices.audio_input
-        + cached_audio * prices.audio_cached
-        + text_out * prices.text_output
-        + audio_out * prices.audio_output
+        (t.text_input - t.text_cached) * prices.text_input
+        + t.text_cached * prices.text_cached
+        + (t.audio_input - t.audio_cached) * prices.audio_input
+        + t.audio_cached * prices.audio_cached
+        + t.text_output * prices.text_output
+        + t.audio_output * prices.audio_output
     )
     return max(0.0, total * _PER_TOKEN)
 

@@ -7,24 +7,19 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from npcd.localbackend.defaults import default_engines
-from npcd.localbackend.server import BackendOptions, LocalBackend
-from npcd.personas import load_directory
-from npcd.server.app import RunningServer
+from npcd.localbackend.server import LocalBackend
 from npcd.v1 import npcd_pb2 as pb
 from tests.conftest import SAMPLES
 from tests.integration.test_converse import TIMEOUT, Game, start, start_daemon, warm_engines
+from tests.integration.test_memory import KEY, backend
 
-__all__ = ["warm_engines"]
+__all__ = ["backend", "warm_engines"]
 
-KEY = "sk-local-budget-test-0123456789"
 #: The offline backend priced as if it were gpt-realtime, so its responses cost something.
 PRICES = """\
 npcd-local:
@@ -44,9 +39,11 @@ def characters(tmp_path: Path, blacksmith_budget: str) -> Path:
     return folder
 
 
-async def daemon(**options: Any) -> tuple[Any, RunningServer]:
-    context, running = await start_daemon(**options)
-    return context, running
+def priced_offline(tmp_path: Path) -> Path:
+    """A prices file that gives the offline backend gpt-realtime's prices."""
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(PRICES)
+    return prices
 
 
 async def say(game: Game, line: str) -> pb.ResponseDone:
@@ -64,9 +61,8 @@ async def refused(channel: grpc.aio.Channel, character: str) -> grpc.aio.AioRpcE
 
 async def test_a_spent_budget_refuses_the_npc_and_others_keep_talking(tmp_path: Path) -> None:
     folder = characters(tmp_path, "budget:\n  day_usd: 0.000001\n  on_exceeded: refuse\n")
-    prices = tmp_path / "prices.yaml"
-    prices.write_text(PRICES)
-    context, running = await daemon(characters=folder, prices=prices)
+    prices = priced_offline(tmp_path)
+    context, running = await start_daemon(characters=folder, prices=prices)
     try:
         async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
             herbalist = Game(channel, start("herbalist"))
@@ -95,7 +91,7 @@ async def test_a_spent_budget_refuses_the_npc_and_others_keep_talking(tmp_path: 
         await context.__aexit__(None, None, None)
 
     # The day's spend is on disk: a restarted daemon still refuses the blacksmith.
-    context, running = await daemon(characters=folder, prices=prices)
+    context, running = await start_daemon(characters=folder, prices=prices)
     try:
         async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
             after = await refused(channel, "blacksmith")
@@ -105,19 +101,9 @@ async def test_a_spent_budget_refuses_the_npc_and_others_keep_talking(tmp_path: 
 
 
 @pytest.fixture
-async def paid() -> AsyncIterator[LocalBackend]:
+async def paid(backend: LocalBackend) -> LocalBackend:
     """A Realtime server standing in for a paid one: npcd prices it as gpt-realtime."""
-    catalog = load_directory(SAMPLES)
-    local = LocalBackend(
-        default_engines(),
-        {pid: loaded.persona for pid, loaded in catalog.personas.items()},
-        BackendOptions(api_keys=(KEY,)),
-    )
-    await local.start()
-    try:
-        yield local
-    finally:
-        await local.close()
+    return backend
 
 
 def items_of(backend: LocalBackend, persona: str) -> list[str]:
@@ -133,7 +119,7 @@ async def test_a_spent_session_budget_moves_the_npc_to_the_offline_backend_with_
     monkeypatch.setenv("NPCD_API_KEY", KEY)
     folder = characters(tmp_path, "budget:\n  session_usd: 0.0001\n  on_exceeded: local\n")
     url = "ws" + paid.base_url.removeprefix("http")
-    context, running = await daemon(characters=folder, backend=url)
+    context, running = await start_daemon(characters=folder, backend=url)
     try:
         async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
             game = Game(channel, start("blacksmith"))
@@ -173,9 +159,8 @@ async def test_a_spent_session_budget_moves_the_npc_to_the_offline_backend_with_
 
 async def test_a_response_cut_by_the_player_leaving_is_still_charged(tmp_path: Path) -> None:
     folder = characters(tmp_path, "budget:\n  day_usd: 0.000001\n  on_exceeded: refuse\n")
-    prices = tmp_path / "prices.yaml"
-    prices.write_text(PRICES)
-    context, running = await daemon(characters=folder, prices=prices)
+    prices = priced_offline(tmp_path)
+    context, running = await start_daemon(characters=folder, prices=prices)
     try:
         assert running.governor is not None
         ledger = running.governor.ledger
@@ -196,9 +181,8 @@ async def test_a_response_cut_by_the_player_leaving_is_still_charged(tmp_path: P
 
 async def test_on_the_offline_backend_already_a_spent_budget_only_says_so(tmp_path: Path) -> None:
     folder = characters(tmp_path, "budget:\n  session_usd: 0.000001\n  on_exceeded: local\n")
-    prices = tmp_path / "prices.yaml"
-    prices.write_text(PRICES)
-    context, running = await daemon(characters=folder, prices=prices)
+    prices = priced_offline(tmp_path)
+    context, running = await start_daemon(characters=folder, prices=prices)
     try:
         async with grpc.aio.insecure_channel(running.address.grpc_target) as channel:
             game = Game(channel, start("blacksmith"))
