@@ -632,15 +632,24 @@ class BackendSession:
         ready = None
         if guess is not None and (guess.item_id, guess.speech_end_ms) == (item_id, audio_end_ms):
             ready = guess.task
-        await self._commit(item_id, ready)
+        await self._commit(item_id, ready, speech_end_ms=audio_end_ms)
         detection = self.config.turn_detection
         if getattr(detection, "create_response", None) is not False and self.response is None:
             self._start_response(None)
 
-    async def _commit(self, item_id: str, ready: asyncio.Task[str] | None = None) -> None:
+    async def _commit(
+        self,
+        item_id: str,
+        ready: asyncio.Task[str] | None = None,
+        *,
+        speech_end_ms: int | None = None,
+    ) -> None:
         """Commit the buffer as a user item; ``ready`` is its transcription, if already begun
-        (at the pause before this turn end: what follows it is silence)."""
+        (at the pause before this turn end: what follows it is silence). A turn the VAD ended
+        at ``speech_end_ms`` is transcribed from the audio the pause's pass reads, whether or
+        not that pass got to start, so its words never depend on timing."""
         pcm = bytes(self._buffer)
+        heard_pcm = pcm if speech_end_ms is None else pcm[: self._pause_bytes(speech_end_ms)]
         self._buffer.clear()
         self._buffer_origin_ms = self._fed_ms
         previous = self.order[-1] if self.order else None
@@ -653,7 +662,10 @@ class BackendSession:
         state = await self._add_item(item, previous)
         state.audio_bytes = len(pcm)
         state.heard = asyncio.get_running_loop().create_future()
-        self._spawn(self._transcribe(item_id, pcm, state.heard, ready), f"transcribe-{item_id}")
+        self._spawn(
+            self._transcribe(item_id, heard_pcm or pcm, state.heard, ready),
+            f"transcribe-{item_id}",
+        )
 
     def _transcription_prompt(self) -> str:
         transcription = self.config.input_transcription
