@@ -73,6 +73,8 @@ MIN_COMMIT_BYTES = 4800  # 100 ms
 PARTIAL_STEP_BYTES = 24000
 #: Silence after a pause's start that the speculative final pass reads.
 PAUSE_TAIL_MS = 100
+#: Silence added after it, as a turn's own trailing silence would be.
+PAUSE_PAD_MS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,11 +529,18 @@ class BackendSession:
         at = pause_ms + self._vad_origin_ms - self._buffer_origin_ms + PAUSE_TAIL_MS
         return max(0, int(at * 48) // 2 * 2)
 
+    def _up_to_pause(self, pcm: bytes, pause_ms: int) -> bytes:
+        """What a pass at a pause reads: the speech up to it, then silence. The pause is found
+        to a VAD window (32 ms), so the cut falls a little differently each time, and Whisper
+        reads a clip that ends close to its last word unsteadily ("far sale" for "for sale");
+        with the silence a quiet player would have given it, it reads it as before."""
+        return pcm[: self._pause_bytes(pause_ms)] + bytes(PAUSE_PAD_MS * 48)
+
     def _start_pass(self, item_id: str, pause_ms: int | None) -> _Pass:
         # At a pause: the same audio whenever the pass starts (a partial pass may have been
         # running), so the transcript does not depend on how busy the machine is.
         pcm = bytes(
-            self._buffer if pause_ms is None else self._buffer[: self._pause_bytes(pause_ms)]
+            self._buffer if pause_ms is None else self._up_to_pause(bytes(self._buffer), pause_ms)
         )
         task = asyncio.ensure_future(
             asyncio.to_thread(
@@ -649,7 +658,7 @@ class BackendSession:
         at ``speech_end_ms`` is transcribed from the audio the pause's pass reads, whether or
         not that pass got to start, so its words never depend on timing."""
         pcm = bytes(self._buffer)
-        heard_pcm = pcm if speech_end_ms is None else pcm[: self._pause_bytes(speech_end_ms)]
+        heard_pcm = pcm if speech_end_ms is None else self._up_to_pause(pcm, speech_end_ms)
         self._buffer.clear()
         self._buffer_origin_ms = self._fed_ms
         previous = self.order[-1] if self.order else None
